@@ -1,0 +1,52 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Module map: see README.md ("Architecture") and DESIGN.md. Imports point down only:
+// CBLAS <- SiloTensor <- SiloModels <- SiloData/SiloPrivacy <- SiloFederation <- SiloTransport <- silo
+let package = Package(
+    name: "Silo",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "silo", targets: ["silo"]),
+        .library(name: "SiloTensor", targets: ["SiloTensor"]),
+        .library(name: "SiloModels", targets: ["SiloModels"]),
+        .library(name: "SiloData", targets: ["SiloData"]),
+        .library(name: "SiloPrivacy", targets: ["SiloPrivacy"]),
+        .library(name: "SiloFederation", targets: ["SiloFederation"]),
+        .library(name: "SiloTransport", targets: ["SiloTransport"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CBLAS",
+            pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]
+        ),
+        .target(
+            name: "SiloTensor",
+            dependencies: ["CBLAS"],
+            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+        ),
+        .target(name: "SiloModels", dependencies: ["SiloTensor"]),
+        .target(name: "SiloData", dependencies: ["SiloTensor"]),
+        .target(name: "SiloPrivacy", dependencies: ["SiloTensor"]),
+        .target(name: "SiloFederation", dependencies: ["SiloTensor", "SiloModels", "SiloData", "SiloPrivacy"]),
+        .target(name: "SiloTransport", dependencies: ["SiloFederation"]),
+        .executableTarget(
+            name: "silo",
+            dependencies: [
+                "SiloTensor", "SiloModels", "SiloData", "SiloPrivacy", "SiloFederation", "SiloTransport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "SiloTensorTests", dependencies: ["SiloTensor"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "SiloModelsTests", dependencies: ["SiloModels"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "SiloDataTests", dependencies: ["SiloData"]),
+        .testTarget(name: "SiloPrivacyTests", dependencies: ["SiloPrivacy"]),
+        .testTarget(name: "SiloFederationTests", dependencies: ["SiloFederation"]),
+        .testTarget(name: "SiloTransportTests", dependencies: ["SiloTransport"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

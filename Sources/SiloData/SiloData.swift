@@ -1,0 +1,1 @@
+// SiloData: see README.md (Architecture).

@@ -1,0 +1,1 @@
+// SiloFederation: see README.md (Architecture).

@@ -1,0 +1,1 @@
+// SiloModels: see README.md (Architecture).

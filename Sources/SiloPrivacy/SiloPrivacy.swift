@@ -1,0 +1,1 @@
+// SiloPrivacy: see README.md (Architecture).

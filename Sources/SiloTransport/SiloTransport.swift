@@ -1,0 +1,1 @@
+// SiloTransport: see README.md (Architecture).

@@ -1,0 +1,10 @@
+import ArgumentParser
+
+@main
+struct Silo: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "silo",
+        abstract: "Fine-tune language models on private data that never leaves its owners.",
+        subcommands: []
+    )
+}
