@@ -43,10 +43,6 @@ let package = Package(
         ),
         .testTarget(name: "SiloTensorTests", dependencies: ["SiloTensor"], resources: [.copy("Fixtures")]),
         .testTarget(name: "SiloModelsTests", dependencies: ["SiloModels"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "SiloDataTests", dependencies: ["SiloData"]),
-        .testTarget(name: "SiloPrivacyTests", dependencies: ["SiloPrivacy"]),
-        .testTarget(name: "SiloFederationTests", dependencies: ["SiloFederation"]),
-        .testTarget(name: "SiloTransportTests", dependencies: ["SiloTransport"]),
     ],
     swiftLanguageModes: [.v6]
 )
