@@ -1,0 +1,42 @@
+# Silo: the two set-up commands of the README are `make run` and `make test`.
+# Each installs what is missing (Debian packages via apt-get) before it builds.
+
+SWIFT ?= swift
+THREADS ?= 2
+SILO_HOME ?= $(HOME)/.cache/silo
+RELEASE_BIN = .build/release/silo
+
+.PHONY: run test deps release bench bench-peer fixtures venv clean
+
+deps:
+	@bash Scripts/ensure-system-deps.sh
+
+release: deps
+	$(SWIFT) build -c release --product silo
+
+# The main job (for now: the GPT-2-small training-step benchmark, ~1 minute).
+run: release
+	OPENBLAS_NUM_THREADS=$(THREADS) $(RELEASE_BIN) bench train-step --layers 12 --hidden 768 --heads 12 \
+		--vocab 50257 --batch 4 --seq 256 --steps 5
+
+# Every test (XCTest), debug build, tiny shapes.
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+venv:
+	@bash Scripts/setup_venv.sh
+
+# Regenerates the committed PyTorch reference fixtures (needs the venv: torch==2.13.0+cpu from PyPI).
+fixtures: venv
+	$(SILO_HOME)/venv/bin/python Scripts/make_fixtures.py
+
+# Silo and its PyTorch peer, side by side on the same machine (see BENCHMARKS.md).
+bench: release venv
+	OPENBLAS_NUM_THREADS=$(THREADS) $(RELEASE_BIN) bench train-step --layers 12 --hidden 768 --heads 12 \
+		--vocab 50257 --batch 4 --seq 256 --steps 5 --json
+	OPENBLAS_NUM_THREADS=$(THREADS) $(SILO_HOME)/venv/bin/python Benchmarks/pytorch_train_step.py --layers 12 \
+		--hidden 768 --heads 12 --vocab 50257 --batch 4 --seq 256 --steps 5 --threads $(THREADS) --json
+
+clean:
+	rm -rf .build

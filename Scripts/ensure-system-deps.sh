@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Silo builds against, if they are missing. Idempotent.
+set -euo pipefail
+missing=()
+dpkg -s libopenblas-dev >/dev/null 2>&1 || missing+=(libopenblas-dev)
+command -v unzip >/dev/null 2>&1 || missing+=(unzip)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "Installing ${missing[*]} (apt-get)…"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
