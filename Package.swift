@@ -27,7 +27,7 @@ let package = Package(
         .target(
             name: "SiloTensor",
             dependencies: ["CBLAS"],
-            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+            swiftSettings: [.unsafeFlags(["-Ounchecked", "-Xcc", "-fno-math-errno"], .when(configuration: .release))]
         ),
         .target(name: "SiloModels", dependencies: ["SiloTensor"]),
         .target(name: "SiloData", dependencies: ["SiloTensor"]),
