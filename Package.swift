@@ -41,8 +41,9 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .testTarget(name: "SiloTensorTests", dependencies: ["SiloTensor"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "SiloModelsTests", dependencies: ["SiloModels"], resources: [.copy("Fixtures")]),
+        .target(name: "SiloTestSupport", path: "Tests/SiloTestSupport"),
+        .testTarget(name: "SiloTensorTests", dependencies: ["SiloTensor", "SiloTestSupport"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "SiloModelsTests", dependencies: ["SiloModels", "SiloTestSupport"], resources: [.copy("Fixtures")]),
     ],
     swiftLanguageModes: [.v6]
 )

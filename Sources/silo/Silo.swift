@@ -5,6 +5,6 @@ struct Silo: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "silo",
         abstract: "Fine-tune language models on private data that never leaves its owners.",
-        subcommands: []
+        subcommands: [Bench.self]
     )
 }
