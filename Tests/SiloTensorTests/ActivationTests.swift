@@ -34,7 +34,7 @@ final class ActivationTests: XCTestCase {
         return (worst, at)
     }
 
-    // exp is within 1 ulp (measured 0.98) from the underflow threshold to the overflow threshold;
+    // exp is within 1 ulp (measured 0.94 here, 0.98 on a 4M-point sweep) from the underflow threshold to the overflow threshold;
     // outside, the special values: 0 below ln(FLT_MIN) (flush-to-zero, documented), +∞ above 88.72.
     func testFastExpAgainstFoundation() {
         let (wide, wideAt) = worstUlp(-87.33, 88.72, count: 40_000, FastMath.exp, Foundation.exp)
@@ -56,8 +56,9 @@ final class ActivationTests: XCTestCase {
         XCTAssertEqual(FastMath.exp(SIMD8<Float>(repeating: 1.5))[3], FastMath.exp(FastMath.Vector(repeating: 1.5))[3])
     }
 
-    // tanh within 2 ulp (measured 1.32, worst just above the 0.625 switch); erf within 3 ulp
-    // (measured 2.53 near |x| = 1); sigmoid within 3 ulp where its value is a normal Float.
+    // tanh within 2 ulp (measured 1.09 here, 1.32 on a 4M-point sweep, worst just above the 0.625
+    // switch); erf within 3 ulp (2.20 here, 2.53 on the sweep, near |x| = 1); sigmoid within 3 ulp
+    // where its value is a normal Float (2.23).
     func testFastTanhErfSigmoidAgainstFoundation() {
         let (tanhWide, tanhAt) = worstUlp(-12, 12, count: 24_000, FastMath.tanh, Foundation.tanh)
         let (tanhSmall, tanhSmallAt) = worstUlp(-0.01, 0.01, count: 4_000, FastMath.tanh, Foundation.tanh)
@@ -152,7 +153,7 @@ final class ActivationTests: XCTestCase {
         worst = max(worst, try checkGradients([x]) { $0[0].silu() })
         worst = max(worst, try checkGradients([x]) { $0[0].sigmoid() })
         worst = max(worst, try checkGradients([x]) { $0[0].tanh() })
-        XCTAssertLessThan(worst, 2e-3)
+        XCTAssertLessThan(worst, 5e-4)  // seen 2.8e-5
     }
 
     // dgate = dy·u·σ(g)(1 + g(1 − σ(g))), dup = dy·silu(g); also with one input frozen.
@@ -166,7 +167,7 @@ final class ActivationTests: XCTestCase {
         worst = max(worst, try checkGradients([gate, up], differentiable: [false, true]) {
             try Tensor.swiglu(gate: $0[0], up: $0[1])
         })
-        XCTAssertLessThan(worst, 2e-3)
+        XCTAssertLessThan(worst, 5e-4)  // seen 4.4e-5
     }
 
     // A strided (transposed) input gives the same values as its dense copy.

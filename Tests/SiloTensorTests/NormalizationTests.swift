@@ -47,7 +47,7 @@ final class NormalizationTests: XCTestCase {
             expected += slice.map { Float(($0 - mean) / Foundation.sqrt(variance + 1e-5)) }
         }
         let error = assertClose(y, expected, relative: 1e-3, absolute: 1e-3)
-        XCTAssertLessThan(error, 1e-3)
+        XCTAssertLessThan(error, 1e-3)  // seen 2.0e-4: x itself is only known to 6e-5 at 1000
     }
 
     // MARK: Gradients
@@ -68,7 +68,7 @@ final class NormalizationTests: XCTestCase {
             worst = max(worst, try checkGradients([x, weight]) { try $0[0].layerNorm(weight: $0[1], bias: nil, epsilon: 1e-5) })
             worst = max(worst, try checkGradients([x, bias]) { try $0[0].layerNorm(weight: nil, bias: $0[1], epsilon: 1e-5) })
         }
-        XCTAssertLessThan(worst, 2e-3)
+        XCTAssertLessThan(worst, 5e-4)  // seen 1.1e-4
     }
 
     // RMSNorm: dx = rstd·(g − x̂·mean(g·x̂)), g = dy·w; dw = Σ dy·x̂.
@@ -81,7 +81,7 @@ final class NormalizationTests: XCTestCase {
             worst = max(worst, try checkGradients([x, weight]) { try $0[0].rmsNorm(weight: $0[1], epsilon: 1e-6) })
             worst = max(worst, try checkGradients([x]) { try $0[0].rmsNorm(weight: nil, epsilon: 1e-6) })
         }
-        XCTAssertLessThan(worst, 2e-3)
+        XCTAssertLessThan(worst, 5e-4)  // seen 4.5e-5
     }
 
     // The bias gradient is Σ_rows dy exactly as a plain sum (1 + 2 + … over 70 rows crosses three

@@ -62,7 +62,7 @@ final class SoftmaxCrossEntropyTests: XCTestCase {
             let x = random([5, columns], UInt64(columns), scale: 4)
             let error = assertClose(try x.softmax().toArray(), referenceSoftmax(x.toArray(), columns: columns),
                                     relative: 2e-6, absolute: 1e-7, "columns \(columns)")
-            XCTAssertLessThan(error, 1e-6)
+            XCTAssertLessThan(error, 1e-6)  // seen 6.0e-8
             let logReference = referenceSoftmax(x.toArray(), columns: columns).map { Foundation.log($0) }
             assertClose(try x.logSoftmax().toArray(), logReference, relative: 1e-5, absolute: 2e-6, "log columns \(columns)")
         }
@@ -111,7 +111,7 @@ final class SoftmaxCrossEntropyTests: XCTestCase {
             worst = max(worst, try checkGradients([x]) { try $0[0].softmax(axis: axis) })
             worst = max(worst, try checkGradients([x]) { try $0[0].logSoftmax(axis: axis) })
         }
-        XCTAssertLessThan(worst, 2e-3)
+        XCTAssertLessThan(worst, 5e-4)  // seen 5.0e-5
     }
 
     // MARK: Cross-entropy forward
@@ -194,7 +194,7 @@ final class SoftmaxCrossEntropyTests: XCTestCase {
         worst = max(worst, try checkGradients([logits]) {
             try Tensor.crossEntropy(logits: $0[0], targets: [3, 1, 18, 0, 2, 7], reduction: .sum)
         })
-        XCTAssertLessThan(worst, 2e-3)
+        XCTAssertLessThan(worst, 5e-4)  // seen 4.3e-5
     }
 
     // The ignored row's gradient is exactly zero, and a valid row's gradient sums to 0 (Σ softmax = 1).
