@@ -37,7 +37,7 @@ let package = Package(
         .executableTarget(
             name: "silo",
             dependencies: [
-                "SiloTensor", "SiloModels", "SiloData", "SiloPrivacy", "SiloFederation", "SiloTransport",
+                "CBLAS", "SiloTensor", "SiloModels", "SiloData", "SiloPrivacy", "SiloFederation", "SiloTransport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

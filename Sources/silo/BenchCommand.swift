@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import SiloModels
 import SiloTensor
+import CBLAS
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -46,10 +47,15 @@ struct TrainStep: ParsableCommand {
         let threads: Int
         let peakRSSMiB: Double
         let losses: [Float]
+        let forwardSeconds: Double
+        let backwardSeconds: Double
+        let optimizerSeconds: Double
+        let blasCore: String
         enum CodingKeys: String, CodingKey {
             case tokensPerSecond = "tokens_per_second", stepSeconds = "step_seconds", stepSecondsAll = "step_seconds_all"
             case gflops, sgemmGflops = "sgemm_gflops", mfu, parameters, flopsPerStep = "flops_per_step"
-            case threads, peakRSSMiB = "peak_rss_mib", losses
+            case threads, peakRSSMiB = "peak_rss_mib", losses, forwardSeconds = "forward_seconds"
+            case backwardSeconds = "backward_seconds", optimizerSeconds = "optimizer_seconds", blasCore = "blas_core"
         }
     }
 
@@ -66,21 +72,32 @@ struct TrainStep: ParsableCommand {
         for row in 1...batch { targets[row * seq - 1] = -100 }
 
         var times: [Double] = []
+        var phases: [[Double]] = [[], [], []]  // forward, backward, optimizer
         var losses: [Float] = []
+        func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
         for step in 0...steps {
-            let start = DispatchTime.now().uptimeNanoseconds
+            let start = now()
             optimizer.zeroGrad()
             let loss = try model.loss(ids: ids, targets: targets, batch: batch, time: seq)
+            let forwardEnd = now()
             try loss.backward()
+            let backwardEnd = now()
             try optimizer.step()
-            let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            let end = now()
+            let seconds = Double(end - start) / 1e9
             losses.append(loss.scalar)
-            if step > 0 { times.append(seconds) }
+            if step > 0 {
+                times.append(seconds)
+                phases[0].append(Double(forwardEnd - start) / 1e9)
+                phases[1].append(Double(backwardEnd - forwardEnd) / 1e9)
+                phases[2].append(Double(end - backwardEnd) / 1e9)
+            }
             if !json {
                 print(String(format: "step %d: loss %.4f, %.3f s%@", step, loss.scalar, seconds, step == 0 ? " (warm-up)" : ""))
             }
         }
-        let median = times.sorted()[times.count / 2]
+        func middle(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+        let median = middle(times)
         let tokens = Double(batch * seq)
         // Model FLOPs: 6·N per token for every weight (tied LM head counted once as a matmul) plus
         // attention's 12·L·C·T per token (QKᵀ and PV, forward and backward, full square as in PaLM).
@@ -92,20 +109,25 @@ struct TrainStep: ParsableCommand {
                             gflops: gflops, sgemmGflops: sgemm, mfu: gflops / sgemm,
                             parameters: configuration.parameterCount, flopsPerStep: flops,
                             threads: Parallel.threadCount, peakRSSMiB: ResourceUsage.peakResidentMiB(),
-                            losses: losses)
+                            losses: losses, forwardSeconds: middle(phases[0]), backwardSeconds: middle(phases[1]),
+                            optimizerSeconds: middle(phases[2]), blasCore: SGEMMProbe.coreName)
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
             print(String(decoding: try encoder.encode(report), as: UTF8.self))
         } else {
-            print(String(format: "%.1f tokens/s, %.3f s/step, %.1f GFLOP/s model, %.1f GFLOP/s sgemm, MFU %.2f, peak RSS %.0f MiB",
-                         report.tokensPerSecond, median, gflops, sgemm, report.mfu, report.peakRSSMiB))
+            print(String(format: "%.1f tokens/s, %.3f s/step (forward %.3f, backward %.3f, optimizer %.3f), %.1f GFLOP/s model, %.1f GFLOP/s sgemm (%@), MFU %.2f, peak RSS %.0f MiB",
+                         report.tokensPerSecond, median, report.forwardSeconds, report.backwardSeconds,
+                         report.optimizerSeconds, gflops, sgemm, report.blasCore, report.mfu, report.peakRSSMiB))
         }
     }
 }
 
 /// The BLAS rate on a 1024×768×3072 product in this process (best of several timed runs).
 enum SGEMMProbe {
+    /// OpenBLAS's kernel family in use (OPENBLAS_CORETYPE or auto-detected).
+    static var coreName: String { openblas_get_corename().map { String(cString: $0) } ?? "unknown" }
+
     static func measure(m: Int = 1024, k: Int = 768, n: Int = 3072, repeats: Int = 8) -> Double {
         let a = Tensor.randomNormal([m, k], key: RandomKey(seed: 11))
         let b = Tensor.randomNormal([k, n], key: RandomKey(seed: 12))
