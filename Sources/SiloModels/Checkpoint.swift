@@ -112,23 +112,14 @@ public final class SafeTensorsWeights: WeightSource {
             }
             fileOfTensor = map
         } else {
-            var candidates: [URL] = []
-            if manager.fileExists(atPath: single.path) {
-                candidates = [single]
-            } else {
-                let entries = (try? manager.contentsOfDirectory(atPath: folder.path)) ?? []
-                candidates = entries.filter { $0.hasSuffix(".safetensors") }.sorted().map { folder.appendingPathComponent($0) }
-            }
-            guard !candidates.isEmpty else {
+            guard manager.fileExists(atPath: single.path) else {
                 let hasPickle = manager.fileExists(atPath: folder.appendingPathComponent("pytorch_model.bin").path)
                 throw ModelError(.missingFile, "\(folder.path) has no model.safetensors (nor model.safetensors.index.json)" +
                                  (hasPickle ? "; it has pytorch_model.bin, which Silo does not read: convert it with transformers (model.save_pretrained(dir, safe_serialization=True))" : ""))
             }
-            for url in candidates {
-                let file = try SafeTensorsFile(contentsOf: url)
-                files[url.lastPathComponent] = file
-                for name in file.names where fileOfTensor[name] == nil { fileOfTensor[name] = url.lastPathComponent }
-            }
+            let file = try SafeTensorsFile(contentsOf: single)
+            files[single.lastPathComponent] = file
+            for name in file.names { fileOfTensor[name] = single.lastPathComponent }
         }
         self.files = files
         self.fileOfTensor = fileOfTensor
