@@ -44,14 +44,14 @@ public final class TensorStorage: @unchecked Sendable {
 /// A cache of freed large buffers, keyed by rounded capacity.
 ///
 /// Small buffers (under 16 KiB) go straight to `malloc`. Larger ones are rounded up to one of four
-/// sizes per power of two and kept for reuse, up to `limitBytes` in total (default 1 GiB, or
+/// sizes per power of two and kept for reuse, up to `limitBytes` in total (default 4 GiB, or
 /// `SILO_POOL_MB`). Thread-safe.
 public final class BufferPool: Sendable {
     public static let shared = BufferPool(limitBytes: {
         if let text = getenv("SILO_POOL_MB"), let megabytes = Int(String(cString: text)) {
             return max(0, megabytes) << 20
         }
-        return 1 << 30
+        return 4 << 30
     }())
 
     private struct State: ~Copyable {
