@@ -33,10 +33,7 @@ fixtures: venv
 
 # Silo and its PyTorch peer, side by side on the same machine (see BENCHMARKS.md).
 bench: release venv
-	OPENBLAS_NUM_THREADS=$(THREADS) $(RELEASE_BIN) bench train-step --layers 12 --hidden 768 --heads 12 \
-		--vocab 50257 --batch 4 --seq 256 --steps 5 --json
-	OPENBLAS_NUM_THREADS=$(THREADS) $(SILO_HOME)/venv/bin/python Benchmarks/pytorch_train_step.py --layers 12 \
-		--hidden 768 --heads 12 --vocab 50257 --batch 4 --seq 256 --steps 5 --threads $(THREADS) --json
+	bash Benchmarks/train_step.sh 2
 
 clean:
 	rm -rf .build

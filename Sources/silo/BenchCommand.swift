@@ -51,11 +51,13 @@ struct TrainStep: ParsableCommand {
         let backwardSeconds: Double
         let optimizerSeconds: Double
         let blasCore: String
+        let blasCheckError: Double
         enum CodingKeys: String, CodingKey {
             case tokensPerSecond = "tokens_per_second", stepSeconds = "step_seconds", stepSecondsAll = "step_seconds_all"
             case gflops, sgemmGflops = "sgemm_gflops", mfu, parameters, flopsPerStep = "flops_per_step"
             case threads, peakRSSMiB = "peak_rss_mib", losses, forwardSeconds = "forward_seconds"
             case backwardSeconds = "backward_seconds", optimizerSeconds = "optimizer_seconds", blasCore = "blas_core"
+            case blasCheckError = "blas_check_error"
         }
     }
 
@@ -103,6 +105,10 @@ struct TrainStep: ParsableCommand {
         // attention's 12·L·C·T per token (QKᵀ and PV, forward and backward, full square as in PaLM).
         let n = Double(configuration.parameterCount)
         let flops = 6 * n * tokens + 12 * Double(layers) * Double(hidden) * Double(seq) * tokens
+        let blasError = SGEMMProbe.verify()
+        guard blasError < 1e-4 else {
+            throw ValidationError("OpenBLAS (\(SGEMMProbe.coreName) kernels) computed a product with relative error \(blasError): this BLAS build is unsafe on this CPU; set OPENBLAS_CORETYPE to another kernel family")
+        }
         let sgemm = SGEMMProbe.measure()
         let gflops = flops / median / 1e9
         let report = Report(tokensPerSecond: tokens / median, stepSeconds: median, stepSecondsAll: times,
@@ -110,7 +116,8 @@ struct TrainStep: ParsableCommand {
                             parameters: configuration.parameterCount, flopsPerStep: flops,
                             threads: Parallel.threadCount, peakRSSMiB: ResourceUsage.peakResidentMiB(),
                             losses: losses, forwardSeconds: middle(phases[0]), backwardSeconds: middle(phases[1]),
-                            optimizerSeconds: middle(phases[2]), blasCore: SGEMMProbe.coreName)
+                            optimizerSeconds: middle(phases[2]), blasCore: SGEMMProbe.coreName,
+                            blasCheckError: blasError)
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
@@ -127,6 +134,45 @@ struct TrainStep: ParsableCommand {
 enum SGEMMProbe {
     /// OpenBLAS's kernel family in use (OPENBLAS_CORETYPE or auto-detected).
     static var coreName: String { openblas_get_corename().map { String(cString: $0) } ?? "unknown" }
+
+    /// Largest error of sgemm against a Float64 reference over the four transpose combinations of an
+    /// odd-sized product, relative to the largest |entry| of the result: catches a BLAS kernel family
+    /// that computes wrong results on this CPU.
+    static func verify(m: Int = 67, n: Int = 129, k: Int = 257) -> Double {
+        let a = Tensor.randomNormal([m * k], key: RandomKey(seed: 21)).toArray()
+        let b = Tensor.randomNormal([k * n], key: RandomKey(seed: 22)).toArray()
+        var worst = 0.0
+        for transposeA in [false, true] {
+            for transposeB in [false, true] {
+                var out = [Float](repeating: 0, count: m * n)
+                a.withUnsafeBufferPointer { pa in
+                    b.withUnsafeBufferPointer { pb in
+                        out.withUnsafeMutableBufferPointer { po in
+                            MatMulKernel.gemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k,
+                                              a: pa.baseAddress!, lda: transposeA ? m : k,
+                                              b: pb.baseAddress!, ldb: transposeB ? k : n,
+                                              out: po.baseAddress!, ldc: n)
+                        }
+                    }
+                }
+                var scale = 0.0, error = 0.0
+                for i in 0..<m {
+                    for j in 0..<n {
+                        var reference = 0.0
+                        for p in 0..<k {
+                            let x = Double(transposeA ? a[p * m + i] : a[i * k + p])
+                            let y = Double(transposeB ? b[j * k + p] : b[p * n + j])
+                            reference += x * y
+                        }
+                        scale = max(scale, abs(reference))
+                        error = max(error, abs(reference - Double(out[i * n + j])))
+                    }
+                }
+                worst = max(worst, error / max(scale, 1e-30))
+            }
+        }
+        return worst
+    }
 
     static func measure(m: Int = 1024, k: Int = 768, n: Int = 3072, repeats: Int = 8) -> Double {
         let a = Tensor.randomNormal([m, k], key: RandomKey(seed: 11))
