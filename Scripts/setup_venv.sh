@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates the Python venv of the fixture generators, if missing, and installs into it what they need:
-# torch==2.13.0+cpu, numpy, safetensors (and gguf, for Scripts/fixtures/gguf.py). Idempotent: a venv
+# torch==2.13.0+cpu, numpy, safetensors, gguf, transformers, tokenizers, sentencepiece, peft. Idempotent: a venv
 # that already has the pinned versions is left alone. Prints the venv's python path on stdout.
 #
 #   SILO_HOME   cache directory (default ~/.cache/silo); the venv is $SILO_HOME/venv
@@ -10,13 +10,16 @@ set -euo pipefail
 SILO_HOME="${SILO_HOME:-$HOME/.cache/silo}"
 VENV="$SILO_HOME/venv"
 PY="$VENV/bin/python"
-PACKAGES=(numpy==2.4.6 safetensors==0.8.0 gguf==0.19.0)
+PACKAGES=(numpy==2.4.6 safetensors==0.8.0 gguf==0.19.0 transformers==5.23.0 tokenizers==0.23.3 sentencepiece==0.2.3
+          protobuf==7.36.2 peft==0.21.2 accelerate==1.15.0)
 TORCH="torch==2.13.0+cpu"
 
 installed() {
   "$PY" - <<'EOF' >/dev/null 2>&1
 import importlib.metadata as m
-want = {"torch": "2.13.0+cpu", "numpy": "2.4.6", "safetensors": "0.8.0", "gguf": "0.19.0"}
+want = {"torch": "2.13.0+cpu", "numpy": "2.4.6", "safetensors": "0.8.0", "gguf": "0.19.0",
+        "transformers": "5.23.0", "tokenizers": "0.23.3", "sentencepiece": "0.2.3", "protobuf": "7.36.2",
+        "peft": "0.21.2", "accelerate": "1.15.0"}
 assert all(m.version(name) == version for name, version in want.items())
 EOF
 }
@@ -29,12 +32,8 @@ fi
 
 if ! installed; then
   echo "Installing $TORCH ${PACKAGES[*]} into $VENV" >&2
-  # The +cpu wheel comes from a configured index or find-links dir when there is one, else from
-  # PyTorch's CPU index.
-  if ! "$PY" -m pip install --quiet "$TORCH" >&2; then
-    "$PY" -m pip install --quiet --index-url https://download.pytorch.org/whl/cpu \
-      --extra-index-url https://pypi.org/simple "$TORCH" >&2
-  fi
+  # The +cpu wheel comes from pip's configured index or find-links (this machine image ships it).
+  "$PY" -m pip install --quiet "$TORCH" >&2
   "$PY" -m pip install --quiet "${PACKAGES[@]}" >&2
   installed || { echo "setup_venv.sh: $VENV still lacks the pinned packages" >&2; exit 1; }
 fi
