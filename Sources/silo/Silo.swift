@@ -5,6 +5,6 @@ struct Silo: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "silo",
         abstract: "Fine-tune language models on private data that never leaves its owners.",
-        subcommands: [Bench.self]
+        subcommands: [Models.self, Generate.self, Tokenize.self, Score.self, Bench.self]
     )
 }
