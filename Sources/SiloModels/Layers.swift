@@ -81,13 +81,10 @@ public final class Linear: LinearLayer {
     }
 
     /// y (…, O) = x (…, C) · Wᵀ + b: one GEMM with the leading axes folded into its rows (W is used
-    /// transposed in place, never copied), then the bias broadcast over the rows.
+    /// transposed in place, never copied) and the bias fused into it (``Tensor/linear(weight:bias:)``).
     /// - Throws: ``TensorError`` if the last axis of `x` is not C.
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
-        guard x.rank >= 2 else { return try self(x.reshaped([1, x.count])).reshaped([outputSize]) }
-        let y = try x.matmul(weight, transposeB: true)
-        guard let bias else { return y }
-        return try y + bias
+        try x.linear(weight: weight, bias: bias)
     }
 }
 
