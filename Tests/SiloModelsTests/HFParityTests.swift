@@ -273,6 +273,12 @@ final class HFParityTests: XCTestCase {
         let bytes = try Data(contentsOf: source)
         try bytes.prefix(bytes.count - 1000).write(to: damaged)
         assertLoadError(damaged, contains: [damaged.path])
+        // GGUF files of the reader's fixtures: another architecture, and a llama file without a vocabulary.
+        let gguf = try XCTUnwrap(Self.fixtures).deletingLastPathComponent().appendingPathComponent("gguf")
+        assertLoadError(gguf.appendingPathComponent("types.gguf"),
+                        contains: ["types.gguf", "GGUF architecture 'silotest' is not supported"])
+        assertLoadError(gguf.appendingPathComponent("llama_qk.gguf"),
+                        contains: ["llama_qk.gguf", "no llama.vocab_size"])
     }
 
     // MARK: SmolLM2-135M (real weights)
