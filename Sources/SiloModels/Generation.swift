@@ -88,7 +88,15 @@ public struct TokenSampler {
         // Top-p (TopPLogitsWarper): in order of decreasing probability, keep a token while the
         // probability of the tokens before it is below p (so the first is always kept).
         if let p = sampling.topP, p < 1 {
-            let order = candidates.indices.sorted { weights[$0] > weights[$1] || (weights[$0] == weights[$1] && candidates[$0] < candidates[$1]) }
+            // Sorting all V candidates per token is slow; the nucleus lies among the likely ones whenever
+            // they alone hold mass p (they come first in the order), so sort those if they do.
+            var positions = Array(candidates.indices)
+            let floor: Float = 1e-6  // weights are relative to the largest (which is 1)
+            var likelyMass: Float = 0
+            let likely = positions.filter { weights[$0] >= floor }
+            for position in likely { likelyMass += weights[position] }
+            if likelyMass / total >= p { positions = likely }
+            let order = positions.sorted { weights[$0] > weights[$1] || (weights[$0] == weights[$1] && candidates[$0] < candidates[$1]) }
             var kept: [Int32] = []
             var keptWeights: [Float] = []
             var before: Float = 0
