@@ -172,6 +172,10 @@ final class LoRATests: XCTestCase {
         try noDropout.setParameter("lora_B.weight", to: first.loraB)
         XCTAssertEqual(evaluation.toArray(), try noDropout(x).toArray())
         XCTAssertEqual(first.dropoutCalls, 2)
+        // Nor without gradient recording (evaluation, generation), even in training mode.
+        first.isTraining = true
+        XCTAssertEqual(try Tensor.withoutGradients { try first(x) }.toArray(), evaluation.toArray())
+        XCTAssertEqual(first.dropoutCalls, 2)
         // Inverted dropout keeps the base output: y − x·Wᵀ − b is the only part that changes.
         XCTAssertNotEqual(call0.toArray(), evaluation.toArray())
         XCTAssertThrowsError(try LoRALinear(wrapping: linear, rank: 2, alpha: 2, dropout: 1, key: RandomKey(seed: 0)))

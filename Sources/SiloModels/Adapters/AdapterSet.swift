@@ -10,7 +10,8 @@ import SiloTensor
 /// `transformer.`, as in `GPT2LMHeadModel`), `prefix.layers.<l>.key`, `prefix_encoder.…`. The order is
 /// fixed by the model (blocks ascending, projections in the model's order, A before B), so two parties
 /// that attach the same configuration list the same names in the same order, and a flattened vector
-/// (``flattenedValues()``) means the same thing everywhere.
+/// (``flattenedValues()``) means the same thing everywhere. (The model itself lists the LoRA tensors
+/// under its own names, e.g. `model.layers.0.self_attn.q_proj.lora_A.weight` or `h.0.attn.c_attn.lora_A.weight`.)
 ///
 /// Attaching freezes the model's own tensors (they are detached: no gradient, no optimizer state), so
 /// `backward()` fills only the adapters' gradients. A party of a split model attaches to its own model

@@ -73,8 +73,9 @@ public struct LoRAConfiguration: Codable, Sendable, Equatable {
 /// weight and bias are detached, so backward computes no gradient for them and an optimizer given
 /// ``trainableParameters`` keeps no state for them.
 ///
-/// Dropout (on the adapter's input only, as PEFT) is active while ``isTraining`` and the probability is
-/// positive. Its mask is deterministic: call n of the layer uses `dropoutKey.split(n)` (n =
+/// Dropout (on the adapter's input only, as PEFT) is active while ``isTraining``, gradients are being
+/// recorded (so evaluation and generation under `Tensor.withoutGradients` never drop, even if the
+/// caller forgot to switch training off) and the probability is positive. Its mask is deterministic: call n of the layer uses `dropoutKey.split(n)` (n =
 /// ``dropoutCalls``, then incremented), so a rerun with the same key and the same sequence of calls
 /// drops the same elements; set ``dropoutCalls`` to resume.
 ///
@@ -96,7 +97,8 @@ public final class LoRALinear: LinearLayer {
     public let dropoutKey: RandomKey
     /// Forward calls that drew a dropout mask so far (the next call uses `dropoutKey.split(dropoutCalls)`).
     public var dropoutCalls: UInt64 = 0
-    /// Whether dropout is applied (PyTorch's `module.training`); set false to evaluate.
+    /// Whether dropout is applied (PyTorch's `module.training`) when gradients are recorded; set false
+    /// to evaluate with gradients (e.g. a validation loss).
     public var isTraining = true
     /// The merged projection while ``isMerged``.
     private var mergedLayer: Linear?
@@ -176,7 +178,7 @@ public final class LoRALinear: LinearLayer {
         guard x.rank >= 2 else { return try self(x.reshaped([1, x.count])).reshaped([outputSize]) }
         let y = try base(x)
         var input = x
-        if isTraining && dropoutProbability > 0 {
+        if isTraining && dropoutProbability > 0 && Tensor.isRecordingGradients {
             input = try x.dropout(probability: dropoutProbability, key: dropoutKey.split(dropoutCalls))
             dropoutCalls &+= 1
         }

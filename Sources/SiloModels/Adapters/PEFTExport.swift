@@ -81,7 +81,8 @@ extension AdapterSet {
 
     /// Attaches the adapters of a PEFT folder (`adapter_config.json` + `adapter_model.safetensors`) to
     /// `model`: LoRA (plain: no DoRA, no rsLoRA, no per-module rank or alpha patterns, bias "none",
-    /// target_modules a list) or PREFIX_TUNING without projection. Pickled `adapter_model.bin` files are
+    /// target_modules a list) or PREFIX_TUNING (PEFT saves `prompt_embeddings`, the final keys and values
+    /// even when trained through a projection; they become directly trained prefixes). Pickled `adapter_model.bin` files are
     /// refused (loading them can run arbitrary code): convert them to safetensors first.
     /// - Throws: ``ModelError`` naming the file and the field for an unsupported setting, and the key and
     ///   shapes for a tensor that does not fit the model.
@@ -135,9 +136,6 @@ extension AdapterSet {
             for name in weights.names { tensors[name] = try weights.tensor(name) }
             try set.assign(tensors, source: weightsURL.path)
         case "PREFIX_TUNING":
-            if isSet("prefix_projection") && !(fields["inference_mode"] as? Bool ?? false) {
-                throw fail("prefix_projection adapters saved for training hold the MLP, not the prefixes; save with inference_mode")
-            }
             let length = Int(try number("num_virtual_tokens"))
             guard Int(try number("num_layers")) == model.layerCount,
                   Int(try number("token_dim")) == model.keyValueHeads * model.headSize else {
