@@ -14,6 +14,9 @@ silo=.build/release/silo
 python=${SILO_HOME:-$HOME/.cache/silo}/venv/bin/python
 shape=(--layers 12 --hidden 768 --heads 12 --vocab 50257 --batch 4 --seq 256 --steps 5)
 out=$(mktemp)
+echo "== GEMM floor: every GEMM of one step, timed alone (machine default kernels, then AVX-512)"
+OPENBLAS_NUM_THREADS=2 "$silo" bench gemm-shapes | tail -1
+grep -q avx512f /proc/cpuinfo && env -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS=2 OPENBLAS_CORETYPE=SkylakeX "$silo" bench gemm-shapes | tail -1
 for round in $(seq "$rounds"); do
   OPENBLAS_NUM_THREADS=2 "$silo" bench train-step "${shape[@]}" --json | sed 's/^/silo-default /' | tee -a "$out"
   if grep -q avx512f /proc/cpuinfo; then

@@ -7,7 +7,7 @@ import CBLAS
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks that print numbers (not tests).",
-        subcommands: [TrainStep.self]
+        subcommands: [TrainStep.self, GEMMShapes.self]
     )
 }
 
@@ -195,5 +195,61 @@ enum ResourceUsage {
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         return Double(usage.ru_maxrss) / 1024
+    }
+}
+
+/// `silo bench gemm-shapes`: every GEMM of one GPT-2 training step, timed alone — the floor that BLAS
+/// sets for `train-step`.
+struct GEMMShapes: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gemm-shapes",
+        abstract: "Time each GEMM shape of a GPT-2 training step on its own (best of 3) and sum them."
+    )
+
+    @Option(help: "Transformer blocks.") var layers = 12
+    @Option(help: "Hidden size.") var hidden = 768
+    @Option(help: "Vocabulary size.") var vocab = 50257
+    @Option(help: "Tokens per step (batch × sequence).") var tokens = 1024
+    @Flag(help: "Print one JSON object.") var json = false
+
+    func run() throws {
+        let c = hidden, n = tokens, f = 4 * hidden
+        // (name, transposeA, transposeB, M, N, K, count per step): forward y = x·Wᵀ, backward
+        // dx = dy·W and dW = dyᵀ·x, for the four projections of a block and the tied LM head.
+        var shapes: [(String, Bool, Bool, Int, Int, Int, Int)] = []
+        for (name, outputs, inputs) in [("qkv", 3 * c, c), ("attn.proj", c, c), ("mlp.fc", f, c), ("mlp.proj", c, f)] {
+            shapes.append(("\(name) forward", false, true, n, outputs, inputs, layers))
+            shapes.append(("\(name) dinput", false, false, n, inputs, outputs, layers))
+            shapes.append(("\(name) dweight", true, false, outputs, inputs, n, layers))
+        }
+        shapes += [("head forward", false, true, n, vocab, c, 1), ("head dinput", false, false, n, c, vocab, 1),
+                   ("head dweight", true, false, vocab, c, n, 1)]
+        let largest = shapes.map { max($0.3 * $0.5, $0.5 * $0.4, $0.3 * $0.4) }.max() ?? 1
+        let a = Tensor.randomNormal([largest], key: RandomKey(seed: 1))
+        let b = Tensor.randomNormal([largest], key: RandomKey(seed: 2))
+        let out = Tensor.empty([largest])
+        var rows: [[String: Any]] = []
+        var total = 0.0, flops = 0.0
+        for (name, ta, tb, m, nn, k, count) in shapes {
+            var best = Double.infinity
+            for _ in 0..<3 {
+                let start = DispatchTime.now().uptimeNanoseconds
+                MatMulKernel.gemm(transposeA: ta, transposeB: tb, m: m, n: nn, k: k, a: a.pointer, lda: ta ? m : k,
+                                  b: b.pointer, ldb: tb ? k : nn, out: out.pointer, ldc: nn)
+                best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+            }
+            let work = 2 * Double(m) * Double(nn) * Double(k)
+            total += best * Double(count)
+            flops += work * Double(count)
+            rows.append(["name": name, "m": m, "n": nn, "k": k, "count": count, "seconds": best, "gflops": work / best / 1e9])
+            if !json { print(String(format: "%-18@ %6d x %6d x %6d  x%-3d %7.1f GFLOP/s  %.4f s", name, m, nn, k, count, work / best / 1e9, best)) }
+        }
+        if json {
+            try printJSON(["shapes": rows, "total_seconds": total, "total_gflop": flops / 1e9,
+                           "gflops": flops / total / 1e9, "blas_core": SGEMMProbe.coreName])
+        } else {
+            print(String(format: "all GEMMs of one step: %.3f s for %.1f GFLOP = %.1f GFLOP/s (%@)", total, flops / 1e9,
+                         flops / total / 1e9, SGEMMProbe.coreName))
+        }
     }
 }
