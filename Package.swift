@@ -44,6 +44,8 @@ let package = Package(
         .target(name: "SiloTestSupport", path: "Tests/SiloTestSupport"),
         .testTarget(name: "SiloTensorTests", dependencies: ["SiloTensor", "SiloTestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "SiloModelsTests", dependencies: ["SiloModels", "SiloTestSupport"], resources: [.copy("Fixtures")]),
+        // Runs the built `silo` binary (same products folder); `swift build --build-tests` builds it.
+        .testTarget(name: "SiloCLITests", resources: [.copy("Fixtures")]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,103 @@
+import Foundation
+import XCTest
+
+/// The command-line contract of issue 3 (`silo tokenize / score / generate --json`), run on the built
+/// `silo` binary and compared with Hugging Face transformers (Scripts/fixtures/cli_reference.py).
+final class CommandLineContractTests: XCTestCase {
+    private struct Reference: Decodable {
+        struct Score: Decodable { let text: String; let ids: [Int]; let sum_logprob: Double }
+        struct Tokenize: Decodable { let text: String; let ids: [Int] }
+        struct Generate: Decodable { let prompt: String; let prompt_ids: [Int]; let new_ids: [Int] }
+        let score: [Score]
+        let tokenize: [Tokenize]
+        let generate: Generate
+    }
+
+    private var siloBinary: URL {
+        get throws {
+            // The test bundle and the `silo` executable sit in the same products folder.
+            let folder = try XCTUnwrap(Bundle.main.executableURL).deletingLastPathComponent()
+            let url = folder.appendingPathComponent("silo")
+            guard FileManager.default.isExecutableFile(atPath: url.path) else {
+                throw XCTSkip("no silo binary beside the tests at \(url.path): build with `swift build --build-tests`")
+            }
+            return url
+        }
+    }
+
+    private func run(_ arguments: [String]) throws -> (status: Int32, output: Data, error: String) {
+        let process = Process()
+        process.executableURL = try siloBinary
+        process.arguments = arguments
+        let output = Pipe(), error = Pipe()
+        process.standardOutput = output
+        process.standardError = error
+        try process.run()
+        let outputData = output.fileHandleForReading.readDataToEndOfFile()
+        let errorData = error.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, outputData, String(decoding: errorData, as: UTF8.self))
+    }
+
+    private func reference() throws -> Reference {
+        let home = ProcessInfo.processInfo.environment["SILO_HOME"]
+            ?? FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/silo").path
+        let model = URL(fileURLWithPath: home).appendingPathComponent("models/smollm2-135m")
+        guard (try? FileManager.default.contentsOfDirectory(atPath: model.path))?.contains(where: { $0.hasSuffix(".gguf") }) == true else {
+            throw XCTSkip("SmolLM2-135M is not in \(home): run `make fixtures-data` (or `silo models fetch smollm2-135m`)")
+        }
+        let url = try XCTUnwrap(Bundle.module.url(forResource: "cli_reference", withExtension: "json", subdirectory: "Fixtures"))
+        return try JSONDecoder().decode(Reference.self, from: Data(contentsOf: url))
+    }
+
+    private func json(_ data: Data) throws -> [String: Any] {
+        try XCTUnwrap(try JSONSerialization.jsonObject(with: data) as? [String: Any], String(decoding: data, as: UTF8.self))
+    }
+
+    func testTokenizeMatchesTransformers() throws {
+        for case_ in try reference().tokenize {
+            let result = try run(["tokenize", "--model", "smollm2-135m", "--text", case_.text, "--json"])
+            XCTAssertEqual(result.status, 0, result.error)
+            XCTAssertEqual(try json(result.output)["ids"] as? [Int], case_.ids, case_.text)
+        }
+    }
+
+    func testScoreMatchesTransformers() throws {
+        for case_ in try reference().score {
+            let result = try run(["score", "--model", "smollm2-135m", "--text", case_.text, "--json"])
+            XCTAssertEqual(result.status, 0, result.error)
+            let object = try json(result.output)
+            XCTAssertEqual(object["ids"] as? [Int], case_.ids)
+            let total = try XCTUnwrap(object["sum_logprob"] as? Double)
+            // Float32 forward vs transformers' Float32 forward (Float64 log-softmax there): measured 3e-5.
+            XCTAssertEqual(total, case_.sum_logprob, accuracy: 1e-3 + 1e-4 * abs(case_.sum_logprob), case_.text)
+        }
+    }
+
+    func testGreedyGenerateMatchesTransformers() throws {
+        let expected = try reference().generate
+        let result = try run(["generate", "--model", "smollm2-135m", "--prompt", expected.prompt,
+                              "--max-new-tokens", "\(expected.new_ids.count)", "--temperature", "0", "--json"])
+        XCTAssertEqual(result.status, 0, result.error)
+        let object = try json(result.output)
+        XCTAssertEqual(object["prompt_ids"] as? [Int], expected.prompt_ids)
+        XCTAssertEqual(object["new_ids"] as? [Int], expected.new_ids)
+        XCTAssertTrue((object["text"] as? String)?.hasPrefix(" Paris.") == true, "\(object)")
+    }
+
+    func testMissingModelFailsWithOneClearLine() throws {
+        let result = try run(["tokenize", "--model", "/nonexistent/model.gguf", "--text", "x", "--json"])
+        XCTAssertNotEqual(result.status, 0)
+        XCTAssertTrue(result.error.contains("/nonexistent/model.gguf"), result.error)
+        XCTAssertTrue(result.output.isEmpty)
+    }
+
+    func testHelpListsTheCommands() throws {
+        let result = try run(["--help"])
+        XCTAssertEqual(result.status, 0)
+        let text = String(decoding: result.output, as: UTF8.self)
+        for command in ["models", "generate", "tokenize", "score", "bench"] {
+            XCTAssertTrue(text.contains(command), "silo --help lacks \(command):\n\(text)")
+        }
+    }
+}
