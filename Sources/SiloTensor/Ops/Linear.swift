@@ -5,6 +5,9 @@
 /// dinp = dout · W, dweight = doutᵀ · inp and dbias = column sums of dout.
 public enum LinearKernel {
     /// out (N,O) = inp (N,C) · weight (O,C)ᵀ + bias (O)
+    ///
+    /// One row (N = 1, decoding a token) goes through `cblas_sgemv` inside ``MatMulKernel/gemm``,
+    /// which streams the weight once instead of packing it; the bias stays fused (beta = 1).
     public static func forward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>,
                                weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                                rows: Int, inputs: Int, outputs: Int) {

@@ -20,8 +20,56 @@ public enum MatMulKernel {
             }
             return
         }
+        if m == 1 || n == 1 {
+            gemv(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
+                 a: a, lda: lda, b: b, ldb: ldb, beta: beta, out: out, ldc: ldc)
+            return
+        }
         cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
                     Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, out, Int32(ldc))
+    }
+
+    /// The one-row (M = 1) or one-column (N = 1) product through `cblas_sgemv`, same contract as
+    /// ``gemm(transposeA:transposeB:m:n:k:alpha:a:lda:b:ldb:beta:out:ldc:)``. `sgemm` packs the whole
+    /// matrix operand on every call, which dominates when the other side is a single vector (decoding
+    /// one token); `sgemv` streams the matrix once.
+    ///
+    /// M = 1: out (1,N) = x (K) · op(b) (K,N), i.e. outᵀ = op(b)ᵀ · x with x = op(a)'s only row
+    /// (stride 1 when a is stored (1,K), stride lda when stored (K,1) and transposed).
+    /// N = 1: out (M,1) = op(a) (M,K) · x (K), x = op(b)'s only column (stride ldb when b is stored
+    /// (K,1), stride 1 when stored (1,K) and transposed), written with stride ldc.
+    @inline(__always)
+    static func gemv(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+                     a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                     beta: Float, out: UnsafeMutablePointer<Float>, ldc: Int) {
+        // BLAS scales y by beta first; with beta = 0 an uninitialised output could hold NaN, and
+        // 0 · NaN is NaN in some sgemv builds, so clear it (gemm's contract ignores the old out).
+        let outStride = m == 1 ? 1 : ldc
+        let outCount = m == 1 ? n : m
+        if beta == 0 {
+            for index in 0..<outCount { out[index * outStride] = 0 }
+        }
+        if m == 1 {
+            // Matrix op(b) stored row-major as (K,N) (not transposed) or (N,K) (transposed).
+            let x = a, incx = transposeA ? lda : 1
+            if transposeB {
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(n), Int32(k), alpha, b, Int32(ldb),
+                            x, Int32(incx), beta, out, 1)
+            } else {
+                cblas_sgemv(CblasRowMajor, CblasTrans, Int32(k), Int32(n), alpha, b, Int32(ldb),
+                            x, Int32(incx), beta, out, 1)
+            }
+        } else {
+            // Matrix op(a) stored row-major as (M,K) (not transposed) or (K,M) (transposed).
+            let x = b, incx = transposeB ? 1 : ldb
+            if transposeA {
+                cblas_sgemv(CblasRowMajor, CblasTrans, Int32(k), Int32(m), alpha, a, Int32(lda),
+                            x, Int32(incx), beta, out, Int32(ldc))
+            } else {
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(m), Int32(k), alpha, a, Int32(lda),
+                            x, Int32(incx), beta, out, Int32(ldc))
+            }
+        }
     }
 }
 
