@@ -53,6 +53,8 @@ struct Generate: ParsableCommand {
     @Option(name: .customLong("stop"), help: "Stop when the generated text contains this string (repeatable).")
     var stopStrings: [String] = []
     @Flag(help: "Wrap the prompt in the model's chat template as a user turn.") var chat = false
+    @Flag(name: .customLong("ignore-eos"), help: "Do not stop at end-of-sequence tokens (always generate --max-new-tokens; for benchmarks).")
+    var ignoreEndOfSequence = false
 
     func validate() throws {
         guard maxNewTokens >= 0 else { throw ValidationError("--max-new-tokens must be >= 0") }
@@ -71,6 +73,7 @@ struct Generate: ParsableCommand {
         }
         var stopIds = Set(pretrained.model.endOfSequenceTokenIds)
         if let eos = tokenizer.eosTokenID { stopIds.insert(Int32(eos)) }
+        if ignoreEndOfSequence { stopIds.removeAll() }
         let result = try Tensor.withoutGradients {
             try pretrained.model.generate(
                 prompt: promptIds, maxNewTokens: maxNewTokens,
