@@ -122,8 +122,8 @@ extension Tensor {
         guard seed.shape == shape else {
             throw TensorError.shapeMismatch("backward(seed:)", shape, seed.shape, detail: "seed must match the tensor")
         }
-        for value in seed.toArray() where !value.isFinite {
-            throw TensorError(.nonFinite, "backward(seed:): the seed gradient holds \(value)")
+        if let bad = seed.withUnsafeBufferPointer({ $0.first(where: { !$0.isFinite }) }) {
+            throw TensorError(.nonFinite, "backward(seed:): the seed gradient holds \(bad)")
         }
         let order = GradNode.topologicalOrder(from: root)
         root.accumulate(seed)
