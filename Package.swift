@@ -17,6 +17,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         .systemLibrary(
@@ -30,20 +32,30 @@ let package = Package(
             swiftSettings: [.unsafeFlags(["-Ounchecked", "-Xcc", "-fno-math-errno"], .when(configuration: .release))]
         ),
         .target(name: "SiloModels", dependencies: ["SiloTensor"]),
-        .target(name: "SiloData", dependencies: ["SiloTensor"]),
+        .target(name: "SiloData", dependencies: ["SiloTensor", "SiloModels"]),
         .target(name: "SiloPrivacy", dependencies: ["SiloTensor"]),
-        .target(name: "SiloFederation", dependencies: ["SiloTensor", "SiloModels", "SiloData", "SiloPrivacy"]),
+        .target(
+            name: "SiloFederation",
+            dependencies: [
+                "SiloTensor", "SiloModels", "SiloData", "SiloPrivacy",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+            ]
+        ),
         .target(name: "SiloTransport", dependencies: ["SiloFederation"]),
         .executableTarget(
             name: "silo",
             dependencies: [
                 "CBLAS", "SiloTensor", "SiloModels", "SiloData", "SiloPrivacy", "SiloFederation", "SiloTransport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Yams", package: "Yams"),
             ]
         ),
         .target(name: "SiloTestSupport", path: "Tests/SiloTestSupport"),
         .testTarget(name: "SiloTensorTests", dependencies: ["SiloTensor", "SiloTestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "SiloModelsTests", dependencies: ["SiloModels", "SiloTestSupport"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "SiloDataTests", dependencies: ["SiloData", "SiloTestSupport"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "SiloFederationTests", dependencies: ["SiloFederation", "SiloTestSupport"]),
         // Runs the built `silo` binary (same products folder); `swift build --build-tests` builds it.
         .testTarget(name: "SiloCLITests", resources: [.copy("Fixtures")]),
     ],
