@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "SiloPrivacy", targets: ["SiloPrivacy"]),
         .library(name: "SiloFederation", targets: ["SiloFederation"]),
         .library(name: "SiloTransport", targets: ["SiloTransport"]),
+        .library(name: "SiloReport", targets: ["SiloReport"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -43,10 +44,12 @@ let package = Package(
             ]
         ),
         .target(name: "SiloTransport", dependencies: ["SiloFederation"]),
+        // Self-contained HTML reports with inline SVG charts, terminal tables and progress lines (Foundation only).
+        .target(name: "SiloReport"),
         .executableTarget(
             name: "silo",
             dependencies: [
-                "CBLAS", "SiloTensor", "SiloModels", "SiloData", "SiloPrivacy", "SiloFederation", "SiloTransport",
+                "CBLAS", "SiloTensor", "SiloModels", "SiloData", "SiloPrivacy", "SiloFederation", "SiloTransport", "SiloReport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Yams", package: "Yams"),
             ]
@@ -56,6 +59,7 @@ let package = Package(
         .testTarget(name: "SiloModelsTests", dependencies: ["SiloModels", "SiloTestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "SiloDataTests", dependencies: ["SiloData", "SiloTestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "SiloFederationTests", dependencies: ["SiloFederation", "SiloTestSupport"]),
+        .testTarget(name: "SiloReportTests", dependencies: ["SiloReport"]),
         // Runs the built `silo` binary (same products folder); `swift build --build-tests` builds it.
         .testTarget(name: "SiloCLITests", resources: [.copy("Fixtures")]),
     ],
