@@ -161,15 +161,21 @@ public final class SafeTensorsWeights: WeightSource {
 /// `attn_output`, `input_layernorm` ← `attn_norm`, `post_attention_layernorm` ← `ffn_norm`, `mlp.gate_proj`
 /// / `up_proj` / `down_proj` ← `ffn_gate` / `ffn_up` / `ffn_down`, `model.norm.weight` ← `output_norm.weight`,
 /// `lm_head.weight` ← `output.weight` (absent when the head is tied).
+///
+/// With ``WeightPrecision/quantized``, projections stored as Q4_0 / Q4_1 / Q8_0 are handed out in their
+/// blocks instead (``QuantizedWeightSource/quantizedLinear(_:shape:bias:)``).
 public final class GGUFLlamaWeights: WeightSource {
     public let file: GGUFFile
     public let heads: Int
     public let keyValueHeads: Int
+    /// Whether projections keep their quantised blocks (default: Float32).
+    public let weightPrecision: WeightPrecision
 
-    public init(file: GGUFFile, heads: Int, keyValueHeads: Int) {
+    public init(file: GGUFFile, heads: Int, keyValueHeads: Int, weightPrecision: WeightPrecision = .float32) {
         self.file = file
         self.heads = heads
         self.keyValueHeads = keyValueHeads
+        self.weightPrecision = weightPrecision
     }
 
     public var location: String { file.url.path }
@@ -224,18 +230,22 @@ public enum Checkpoint {
     /// Loads a known model name (`smollm2-135m`, from the ``ModelStore`` cache), a `.gguf` file or a
     /// Hugging Face folder.
     public static func load(_ nameOrPath: String, stages: Set<ModelStage>? = nil,
-                            store: ModelStore = ModelStore()) throws -> any LanguageModel {
-        try load(store.resolve(nameOrPath), stages: stages)
+                            store: ModelStore = ModelStore(),
+                            weightPrecision: WeightPrecision = .float32) throws -> any LanguageModel {
+        try load(store.resolve(nameOrPath), stages: stages, weightPrecision: weightPrecision)
     }
 
     /// Loads the model at `url`: a `.gguf` file or a Hugging Face model folder.
     /// - Parameters:
     ///   - stages: the stages to load (default: all); a split-learning party loads only its own.
+    ///   - weightPrecision: ``WeightPrecision/quantized`` keeps a GGUF's Q4_0/Q4_1/Q8_0 projections in
+    ///     their blocks (frozen, for inference); Hugging Face folders always load as Float32.
     /// - Throws: ``ModelError`` naming the file: `.missingFile` (no config.json, no weights),
     ///   `.invalidConfiguration` (unreadable config), `.unknownArchitecture` (unsupported `model_type` or
     ///   GGUF architecture), `.missingTensor` / `.wrongShape` (naming the key and both shapes);
     ///   ``TensorError`` naming the file for a corrupt or truncated checkpoint.
-    public static func load(_ url: URL, stages: Set<ModelStage>? = nil) throws -> any LanguageModel {
+    public static func load(_ url: URL, stages: Set<ModelStage>? = nil,
+                            weightPrecision: WeightPrecision = .float32) throws -> any LanguageModel {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
             throw ModelError(.missingFile, "no such file or folder: \(url.path)")
@@ -244,7 +254,7 @@ public enum Checkpoint {
         guard url.pathExtension.lowercased() == "gguf" else {
             throw ModelError(.missingFile, "\(url.path) is neither a .gguf file nor a Hugging Face model folder (config.json + model.safetensors)")
         }
-        return try loadLlama(gguf: url, stages: stages)
+        return try loadLlama(gguf: url, stages: stages, weightPrecision: weightPrecision)
     }
 
     /// Loads a Hugging Face folder: `config.json` decides the family.
@@ -277,8 +287,10 @@ public enum Checkpoint {
     }
 
     /// Loads a llama-architecture GGUF file (configuration from its `llama.*` metadata, tensors
-    /// dequantised and Q/K un-permuted; see ``GGUFLlamaWeights``).
-    public static func loadLlama(gguf url: URL, stages: Set<ModelStage>? = nil) throws -> LlamaModel {
+    /// dequantised and Q/K un-permuted; see ``GGUFLlamaWeights``), or with ``WeightPrecision/quantized``
+    /// its Q4_0/Q4_1/Q8_0 projections and tied head kept in their blocks (``QuantizedLinear``).
+    public static func loadLlama(gguf url: URL, stages: Set<ModelStage>? = nil,
+                                 weightPrecision: WeightPrecision = .float32) throws -> LlamaModel {
         let file = try GGUFFile(contentsOf: url)
         let configuration = try llamaConfiguration(gguf: file)
         var frequencies: [Float]? = nil
@@ -293,7 +305,8 @@ public enum Checkpoint {
         }
         return try LlamaModel(configuration: configuration,
                               weights: GGUFLlamaWeights(file: file, heads: configuration.attentionHeads,
-                                                        keyValueHeads: configuration.keyValueHeads),
+                                                        keyValueHeads: configuration.keyValueHeads,
+                                                        weightPrecision: weightPrecision),
                               stages: stages, inverseFrequencies: frequencies)
     }
 

@@ -141,6 +141,9 @@ public final class LlamaModel: LanguageModel {
     public private(set) var lmHead: (any LinearLayer)?
     /// RoPE inverse frequencies (D/2), computed once.
     public let inverseFrequencies: [Float]
+    /// The tied head kept in the checkpoint's quantised blocks (``WeightPrecision/quantized``), used by
+    /// ``head(_:)`` instead of the Float32 table; dropped when the table is replaced.
+    public private(set) var quantizedTiedHead: QuantizedLinear?
 
     /// Builds a model from tensors named as in Hugging Face checkpoints, verifying every one.
     /// - Parameters:
@@ -166,13 +169,21 @@ public final class LlamaModel: LanguageModel {
         }
 
         func load(_ name: String, _ shape: [Int]) throws -> Tensor { try weights.tensor(name, shape: shape) }
-        func linear(_ name: String, out: Int, in inputs: Int, bias: Bool) throws -> Linear {
-            Linear(weight: try load(name + ".weight", [out, inputs]), bias: bias ? try load(name + ".bias", [out]) : nil)
+        func linear(_ name: String, out: Int, in inputs: Int, bias: Bool) throws -> any LinearLayer {
+            let biasTensor = bias ? try load(name + ".bias", [out]) : nil
+            if let source = weights as? any QuantizedWeightSource,
+               let layer = try source.quantizedLinear(name + ".weight", shape: [out, inputs], bias: biasTensor) {
+                return layer
+            }
+            return Linear(weight: try load(name + ".weight", [out, inputs]), bias: biasTensor)
         }
         let c = configuration.hiddenSize, v = configuration.vocabularySize, d = configuration.headDimension
         let eps = configuration.rmsNormEpsilon
         if selected.contains(.embedding) || (selected.contains(.head) && configuration.tieWordEmbeddings) {
             embedTokens = Embedding(weight: try load("model.embed_tokens.weight", [v, c]))
+        }
+        if selected.contains(.head) && configuration.tieWordEmbeddings, let source = weights as? any QuantizedWeightSource {
+            quantizedTiedHead = try source.quantizedLinear("model.embed_tokens.weight", shape: [v, c], bias: nil)
         }
         blocks = Array(repeating: nil, count: configuration.layerCount)
         for index in 0..<configuration.layerCount where selected.contains(.block(index)) {
@@ -250,7 +261,9 @@ public final class LlamaModel: LanguageModel {
         }
         if name == "model.embed_tokens.weight" {
             guard let embedTokens else { throw notFound() }
-            return try embedTokens.setWeight(tensor, name: name)
+            try embedTokens.setWeight(tensor, name: name)
+            quantizedTiedHead = nil  // the head must follow the new table
+            return
         }
         if name == "model.norm.weight" {
             guard let norm else { throw notFound() }
@@ -344,6 +357,7 @@ public final class LlamaModel: LanguageModel {
         guard let norm else { throw ModelError.stageNotLoaded(.head, loaded: loadedStages) }
         let normalized = try norm(hidden)
         if let lmHead { return try lmHead(normalized) }
+        if let quantizedTiedHead { return try quantizedTiedHead(normalized) }
         guard let embedTokens else { throw ModelError.stageNotLoaded(.head, loaded: loadedStages) }
         return try embedTokens.asLinear(normalized)
     }

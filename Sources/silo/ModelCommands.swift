@@ -55,6 +55,9 @@ struct Generate: ParsableCommand {
     @Flag(help: "Wrap the prompt in the model's chat template as a user turn.") var chat = false
     @Flag(name: .customLong("ignore-eos"), help: "Do not stop at end-of-sequence tokens (always generate --max-new-tokens; for benchmarks).")
     var ignoreEndOfSequence = false
+    @Flag(name: .customLong("float32-weights"),
+          help: "Expand a GGUF's quantised projections to Float32 at load (default: keep Q4_0/Q4_1/Q8_0 blocks and multiply them with a fused kernel; faster, less memory).")
+    var float32Weights = false
 
     func validate() throws {
         guard maxNewTokens >= 0 else { throw ValidationError("--max-new-tokens must be >= 0") }
@@ -62,20 +65,23 @@ struct Generate: ParsableCommand {
     }
 
     func run() throws {
-        let pretrained = try PretrainedModel.load(options.model)
-        let tokenizer = pretrained.tokenizer
+        // PretrainedModel.load, with the weight precision chosen here (quantised blocks for GGUF files).
+        let url = try ModelStore().resolve(options.model)
+        let model = try Checkpoint.load(url, weightPrecision: float32Weights ? .float32 : .quantized)
+        let tokenizer = url.pathExtension.lowercased() == "gguf"
+            ? try Tokenizer(ggufFile: GGUFFile(contentsOf: url)) : try Tokenizer(directory: url)
         let promptIds: [Int32]
         if chat {
             let text = try tokenizer.applyChatTemplate([.user(prompt)], addGenerationPrompt: true)
             promptIds = tokenizer.encode(text, addSpecialTokens: false).map { Int32($0) }
         } else {
-            promptIds = pretrained.encodeWithSpecialTokens(prompt)
+            promptIds = tokenizer.encode(prompt, addSpecialTokens: true).map { Int32($0) }
         }
-        var stopIds = Set(pretrained.model.endOfSequenceTokenIds)
+        var stopIds = Set(model.endOfSequenceTokenIds)
         if let eos = tokenizer.eosTokenID { stopIds.insert(Int32(eos)) }
         if ignoreEndOfSequence { stopIds.removeAll() }
         let result = try Tensor.withoutGradients {
-            try pretrained.model.generate(
+            try model.generate(
                 prompt: promptIds, maxNewTokens: maxNewTokens,
                 sampling: Sampling(temperature: temperature, topK: topK, topP: topP),
                 stopTokenIds: stopIds, stopStrings: stopStrings,
