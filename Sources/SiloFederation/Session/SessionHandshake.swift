@@ -47,6 +47,24 @@ enum SessionKeySchedule {
         return (clientToServer, serverToClient)
     }
 
+    /// X25519 of our private key and the peer's public key. Rejects a shared secret of all zeros (a
+    /// small-order public key, RFC 7748 section 6.1), which swift-crypto returns without checking.
+    static func agree(_ privateKey: Curve25519.KeyAgreement.PrivateKey, with publicKey: [UInt8], peer: String,
+                      clientIdentity: String) throws -> SymmetricKey {
+        let shared: SharedSecret
+        do {
+            shared = try privateKey.sharedSecretFromKeyAgreement(with: Curve25519.KeyAgreement.PublicKey(rawRepresentation: publicKey))
+        } catch {
+            throw SessionError(.keyExchangeFailed, clientIdentity: clientIdentity, "X25519 with the \(peer)'s public key failed: \(error)")
+        }
+        let allZero = shared.withUnsafeBytes { bytes in bytes.reduce(UInt8(0)) { $0 | $1 } == 0 }
+        guard !allZero else {
+            throw SessionError(.keyExchangeFailed, clientIdentity: clientIdentity,
+                               "the \(peer)'s X25519 public key is a small-order point (the shared secret is zero)")
+        }
+        return shared.withUnsafeBytes { SymmetricKey(data: $0) }
+    }
+
     static func randomBytes(_ count: Int) -> [UInt8] {
         var generator = SystemRandomNumberGenerator()  // getrandom(2) / arc4random: a CSPRNG
         return (0..<count).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
@@ -237,13 +255,7 @@ public struct ClientHandshake: Sendable {
         let serverStaticKey: [UInt8]
         switch secret {
         case .x25519(let privateKey):
-            do {
-                let serverKey = try Curve25519.KeyAgreement.PublicKey(rawRepresentation: reply.keyMaterial)
-                let shared = try privateKey.sharedSecretFromKeyAgreement(with: serverKey)
-                inputKeyMaterial = shared.withUnsafeBytes { SymmetricKey(data: $0) }
-            } catch {
-                throw SessionError(.keyExchangeFailed, clientIdentity: identity, "X25519 with the server's public key failed: \(error)")
-            }
+            inputKeyMaterial = try SessionKeySchedule.agree(privateKey, with: reply.keyMaterial, peer: "server", clientIdentity: identity)
             serverStaticKey = []
         case .rsa(let secretKey, let serverPublicKey):
             inputKeyMaterial = secretKey
@@ -332,13 +344,7 @@ public struct ServerHandshake: Sendable {
         switch hello.keyExchange {
         case .x25519:
             guard let ephemeralKey else { preconditionFailure("respond: X25519 needs an ephemeral key") }
-            do {
-                let clientKey = try Curve25519.KeyAgreement.PublicKey(rawRepresentation: hello.keyMaterial)
-                let shared = try ephemeralKey.sharedSecretFromKeyAgreement(with: clientKey)
-                inputKeyMaterial = shared.withUnsafeBytes { SymmetricKey(data: $0) }
-            } catch {
-                throw SessionError(.keyExchangeFailed, clientIdentity: identity, "X25519 with the client's public key failed: \(error)")
-            }
+            inputKeyMaterial = try SessionKeySchedule.agree(ephemeralKey, with: hello.keyMaterial, peer: "client", clientIdentity: identity)
             serverKeyMaterial = Array(ephemeralKey.publicKey.rawRepresentation)
             serverStaticKey = []
         case .rsaOAEP:
