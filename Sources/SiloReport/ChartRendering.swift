@@ -52,25 +52,31 @@ struct ChartAxis {
                          ticks: ticks, labels: ticks.map(scale.label))
     }
 
-    /// A base-10 logarithmic axis over whole decades enclosing `minimum...maximum` (both > 0).
-    /// Ticks at 1, 2, 5 × 10^k when it spans at most two decades, else at powers of ten (every
-    /// second or more when there are many).
+    /// A base-10 logarithmic axis. Spanning at most two decades, its bounds and ticks are the
+    /// 1, 2, 5 × 10^k values just enclosing `minimum...maximum` (0.47...1.4 → 0.2...2); wider, they
+    /// are powers of ten (every second or more when there are many).
     static func logarithmic(minimum: Double, maximum: Double) -> ChartAxis {
         let low = Int(log10(minimum).rounded(.down))
         var high = Int(log10(maximum).rounded(.up))
         if high <= low { high = low + 1 }
         var ticks: [Double] = []
         if high - low <= 2 {
+            var candidates: [Double] = []
             for exponent in low...high {
-                for factor in [1.0, 2, 5] {
-                    let tick = factor * pow(10, Double(exponent))
-                    if tick <= pow(10, Double(high)) * (1 + 1e-9) { ticks.append(tick) }
-                }
+                for factor in [1.0, 2, 5] { candidates.append(factor * pow(10, Double(exponent))) }
             }
-        } else {
-            let every = Swift.max(1, Int((Double(high - low) / 6).rounded(.up)))
-            for exponent in stride(from: low, through: high, by: every) { ticks.append(pow(10, Double(exponent))) }
+            let tolerance = 1 + 1e-9
+            let lower = candidates.last { $0 <= minimum * tolerance } ?? pow(10, Double(low))
+            var upper = candidates.first { $0 * tolerance >= maximum } ?? pow(10, Double(high))
+            if upper <= lower {  // a constant series: open the axis up to the next nice value
+                upper = candidates.first { $0 > lower * tolerance } ?? lower * 10
+            }
+            ticks = candidates.filter { $0 >= lower && $0 <= upper }
+            if ticks.count < 2 { ticks = [lower, upper] }
+            return ChartAxis(lower: lower, upper: upper, logarithmic: true, ticks: ticks, labels: ticks.map(formatValue))
         }
+        let every = Swift.max(1, Int((Double(high - low) / 6).rounded(.up)))
+        for exponent in stride(from: low, through: high, by: every) { ticks.append(pow(10, Double(exponent))) }
         return ChartAxis(lower: pow(10, Double(low)), upper: pow(10, Double(high)), logarithmic: true,
                          ticks: ticks, labels: ticks.map(formatValue))
     }
@@ -99,16 +105,18 @@ private func legendPositions(_ names: [String], left: Double) -> (positions: [(x
     return (positions, row + 1)
 }
 
-/// The opening `<svg>` tag shared by all charts.
-private func svgOpen(label: String) -> String {
-    "<svg class=\"chart\" viewBox=\"0 0 \(Int(ChartLayout.width)) \(Int(ChartLayout.height))\" width=\"\(Int(ChartLayout.width))\" height=\"\(Int(ChartLayout.height))\" role=\"img\" aria-label=\"\(escapeHTML(label))\" font-family=\"system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif\" font-size=\"12\" fill=\"currentColor\">"
+/// The opening `<svg>` tag shared by all charts (`height` in user units; the width is always
+/// `ChartLayout.width`).
+private func svgOpen(label: String, height: Double = ChartLayout.height) -> String {
+    "<svg class=\"chart\" viewBox=\"0 0 \(Int(ChartLayout.width)) \(Int(height))\" width=\"\(Int(ChartLayout.width))\" height=\"\(Int(height))\" role=\"img\" aria-label=\"\(escapeHTML(label))\" font-family=\"system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif\" font-size=\"12\" fill=\"currentColor\">"
 }
 
-/// An empty frame that says "no data".
+/// A low empty frame that says "no data".
 private func noDataSVG(label: String) -> String {
-    var svg = svgOpen(label: label)
-    svg += "<rect x=\"0.5\" y=\"0.5\" width=\"\(coordinate(ChartLayout.width - 1))\" height=\"\(coordinate(ChartLayout.height - 1))\" fill=\"none\" stroke=\"currentColor\" stroke-opacity=\"0.25\" stroke-dasharray=\"4 4\"/>"
-    svg += "<text x=\"\(coordinate(ChartLayout.width / 2))\" y=\"\(coordinate(ChartLayout.height / 2))\" text-anchor=\"middle\" dominant-baseline=\"middle\" font-size=\"16\" fill-opacity=\"0.6\">no data</text>"
+    let height = 96.0
+    var svg = svgOpen(label: label, height: height)
+    svg += "<rect x=\"0.5\" y=\"0.5\" width=\"\(coordinate(ChartLayout.width - 1))\" height=\"\(coordinate(height - 1))\" rx=\"6\" fill=\"none\" stroke=\"currentColor\" stroke-opacity=\"0.25\" stroke-dasharray=\"4 4\"/>"
+    svg += "<text x=\"\(coordinate(ChartLayout.width / 2))\" y=\"\(coordinate(height / 2))\" text-anchor=\"middle\" dominant-baseline=\"middle\" font-size=\"15\" fill-opacity=\"0.6\">no data</text>"
     return svg + "</svg>"
 }
 

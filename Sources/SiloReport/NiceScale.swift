@@ -77,7 +77,7 @@ public struct NiceScale: Sendable, Equatable {
     public var fractionDigits: Int { Swift.max(0, -Int((log10(step)).rounded(.down))) }
 
     /// A tick label: fixed-point with `fractionDigits` digits, or with a k/M/G suffix when the
-    /// ticks are at least 10 000, or in exponent form when the step is below 0.001.
+    /// ticks are at least 10 000, or in exponent form when the step is below 10^-6.
     public func label(_ value: Double) -> String {
         formatTick(value, step: step)
     }
@@ -87,8 +87,10 @@ public struct NiceScale: Sendable, Equatable {
 func formatTick(_ value: Double, step: Double) -> String {
     if value == 0 { return "0" }
     let magnitude = Swift.max(abs(value), step)
-    if step < 0.001 {
-        return trimExponent(String(format: "%.2g", value))
+    if step < 1e-6 {
+        // Enough significant digits to tell neighbouring ticks apart.
+        let digits = Swift.max(0, Int(log10(magnitude).rounded(.down)) - Int(log10(step).rounded(.down)))
+        return trimExponent(String(format: "%.*e", digits, value))
     }
     for (threshold, suffix) in [(1e9, "G"), (1e6, "M"), (1e3, "k")] where magnitude >= 10 * threshold || (magnitude >= threshold && step >= threshold) {
         let scaled = value / threshold

@@ -32,8 +32,15 @@ extension Report {
             html += "</dl>\n"
         }
         html += "</header>\n"
+        var usedIdentifiers: Set<String> = []
         for section in sections {
-            html += "<section>\n<h2>\(escapeHTML(section.title))</h2>\n"
+            let base = sectionIdentifier(section.title)
+            var identifier = base, suffix = 2
+            while !usedIdentifiers.insert(identifier).inserted {
+                identifier = "\(base)-\(suffix)"
+                suffix += 1
+            }
+            html += "<section id=\"\(escapeHTML(identifier))\">\n<h2>\(escapeHTML(section.title))</h2>\n"
             for block in section.blocks {
                 html += Self.render(block)
                 html += "\n"
@@ -132,6 +139,22 @@ extension Report {
         }
         return html + "</tbody></table></div>"
     }
+}
+
+/// A fragment identifier for a section title: lower-case letters and digits joined by "-"
+/// ("Traffic and time" → "traffic-and-time"; "section" when nothing is left).
+func sectionIdentifier(_ title: String) -> String {
+    var words: [String] = [], word = ""
+    for character in title.lowercased() {
+        if character.isASCII, character.isLetter || character.isNumber {
+            word.append(character)
+        } else if !word.isEmpty {
+            words.append(word)
+            word = ""
+        }
+    }
+    if !word.isEmpty { words.append(word) }
+    return words.isEmpty ? "section" : words.joined(separator: "-")
 }
 
 /// Cells that do not decide whether a column is numeric: empty, dashes, n/a.

@@ -43,6 +43,16 @@ final class ChartTests: XCTestCase {
         for label in [">1<", ">2<", ">5<", ">10<", ">20<", ">50<", ">100<"] {
             XCTAssertTrue(chart.svg().contains(label), "missing tick label \(label)")
         }
+        // Within two decades the bounds are the enclosing 1-2-5 values: 0.47...1.4 -> 0.2...2.
+        let narrow = ChartAxis.logarithmic(minimum: 0.47, maximum: 1.4)
+        XCTAssertEqual(narrow.lower, 0.2, accuracy: 1e-12)
+        XCTAssertEqual(narrow.upper, 2, accuracy: 1e-12)
+        XCTAssertEqual(narrow.labels, ["0.2", "0.5", "1", "2"])
+        // A constant series opens up to the next value: 1...2.
+        let constant = ChartAxis.logarithmic(minimum: 1, maximum: 1)
+        XCTAssertEqual([constant.lower, constant.upper], [1, 2])
+        // Wide ranges use powers of ten.
+        XCTAssertEqual(ChartAxis.logarithmic(minimum: 0.003, maximum: 40).labels, ["0.001", "0.01", "0.1", "1", "10", "100"])
     }
 
     func testOnePointConstantAndEmptySeries() {

@@ -54,6 +54,11 @@ final class NiceScaleTests: XCTestCase {
         XCTAssertEqual(fine.label(2.33), "2.33")
         let steps = NiceScale(lower: 1, upper: 300)
         XCTAssertEqual(steps.label(150), "150")
+        // Learning-rate sized ticks stay in fixed point and distinct (step 5e-5).
+        let small = NiceScale(lower: 0.0009, upper: 0.0011)
+        XCTAssertEqual(small.axisTicks.map(small.label), ["0.00090", "0.00095", "0.00100", "0.00105", "0.00110"])
+        let tiny = NiceScale(lower: 1.02e-7, upper: 1.08e-7)
+        XCTAssertEqual(tiny.label(1.05e-7), "1.05e-7")
         XCTAssertEqual(formatValue(1.23456), "1.235")
         XCTAssertEqual(formatValue(0.5), "0.5")
         XCTAssertEqual(formatValue(12345), "12345")
