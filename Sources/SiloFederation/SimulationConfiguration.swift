@@ -1,0 +1,298 @@
+import Foundation
+import SiloModels
+
+/// Every knob of a simulated federated run (`silo simulate --config FILE`). Keys are snake_case in the
+/// file; every key is optional and falls back to the embedded default (``SimulationConfiguration/init()``),
+/// so a config names only what it changes. Unknown keys are an error (a typo must not be ignored).
+public struct SimulationConfiguration: Codable, Sendable, Equatable {
+    /// A known model name (`smollm2-135m`), a `.gguf` file or a Hugging Face folder.
+    public var model: String = "smollm2-135m"
+    /// `boolq`, `pubmedqa`, `xsum` or `fiqa`.
+    public var task: String = "boolq"
+    /// Seeds data order, partitioning, adapter initialisation and dropout.
+    public var seed: UInt64 = 0
+    /// Number of clients (data owners).
+    public var clients: Int = 4
+    public var data = Data()
+    public var partition = Partition()
+    public var split = Split()
+    public var adapters = Adapters()
+    public var optimizer = OptimizerSettings()
+    public var evaluation = Evaluation()
+    /// Also run the same fine-tuning centralized (one process, no split) for comparison.
+    public var centralized: Bool = true
+
+    public init() {}
+
+    public struct Data: Codable, Sendable, Equatable {
+        /// Training examples drawn from the task's training file, shared out among the clients.
+        public var trainExamples: Int = 256
+        /// Tokens per example at most (prompt truncated to fit).
+        public var maxLength: Int = 128
+        /// Rows per client batch.
+        public var batchSize: Int = 1
+        /// Optional per-client JSONL files in the task's format, in client order, replacing the shards.
+        public var clientFiles: [String]? = nil
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case trainExamples = "train_examples", maxLength = "max_length", batchSize = "batch_size", clientFiles = "client_files"
+        }
+    }
+
+    public struct Partition: Codable, Sendable, Equatable {
+        /// `iid`, `label-skew` or `dirichlet`.
+        public var kind: String = "iid"
+        /// Dirichlet concentration (smaller: more skewed).
+        public var alpha: Double = 0.5
+        /// Label skew: classes per client.
+        public var classesPerClient: Int = 1
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case kind, alpha, classesPerClient = "classes_per_client"
+        }
+    }
+
+    public struct Split: Codable, Sendable, Equatable {
+        /// `serial`, `client-batching` or `server-hierarchical`.
+        public var mode: SplitMode = .clientBatching
+        /// Blocks after the embedding kept by the client.
+        public var k: Int = 1
+        /// Blocks before the head kept by the client.
+        public var j: Int = 1
+        /// Rounds of training; each ends with aggregation.
+        public var rounds: Int = 8
+        /// R: batches per client per round.
+        public var localSteps: Int = 8
+        /// Allow k = 0 (attack experiments only).
+        public var allowUnsafeCut: Bool = false
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case mode, k, j, rounds, localSteps = "local_steps", allowUnsafeCut = "allow_unsafe_cut"
+        }
+    }
+
+    public struct Adapters: Codable, Sendable, Equatable {
+        public var lora: LoRA? = LoRA()
+        public var prefix: Prefix? = nil
+
+        public struct LoRA: Codable, Sendable, Equatable {
+            public var rank: Int = 8
+            public var alpha: Float = 16
+            public var dropout: Float = 0
+            public var targetModules: [String] = ["q_proj", "v_proj"]
+
+            enum CodingKeys: String, CodingKey, CaseIterable {
+                case rank, alpha, dropout, targetModules = "target_modules"
+            }
+        }
+
+        public struct Prefix: Codable, Sendable, Equatable {
+            public var length: Int = 16
+            public var projectionHiddenSize: Int? = nil
+
+            enum CodingKeys: String, CodingKey, CaseIterable {
+                case length, projectionHiddenSize = "projection_hidden_size"
+            }
+        }
+
+        /// What every party attaches.
+        public var specification: AdapterSpecification {
+            AdapterSpecification(
+                lora: lora.map { LoRAConfiguration(rank: $0.rank, alpha: $0.alpha, dropout: $0.dropout, targetModules: $0.targetModules) },
+                prefix: prefix.map { PrefixTuningConfiguration(length: $0.length, projectionHiddenSize: $0.projectionHiddenSize) })
+        }
+    }
+
+    public struct OptimizerSettings: Codable, Sendable, Equatable {
+        /// `adamw` or `sgd`.
+        public var name: String = "adamw"
+        public var learningRate: Float = 2e-3
+        public var weightDecay: Float = 0
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case name, learningRate = "learning_rate", weightDecay = "weight_decay"
+        }
+    }
+
+    public struct Evaluation: Codable, Sendable, Equatable {
+        /// Held-out examples scored before and after training.
+        public var examples: Int = 200
+        /// Rows per evaluation batch.
+        public var batchSize: Int = 8
+        /// New tokens at most for generation tasks.
+        public var maxNewTokens: Int = 48
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case examples, batchSize = "batch_size", maxNewTokens = "max_new_tokens"
+        }
+    }
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case model, task, seed, clients, data, partition, split, adapters, optimizer, evaluation, centralized
+    }
+
+    /// Checks ranges and combinations, naming the key.
+    /// - Throws: ``ConfigurationError``.
+    public func validate() throws {
+        func require(_ condition: Bool, _ key: String, _ message: String) throws {
+            if !condition { throw ConfigurationError("\(key): \(message)") }
+        }
+        try require(clients >= 1, "clients", "must be at least 1 (got \(clients))")
+        try require(["boolq", "pubmedqa", "xsum", "fiqa"].contains(task), "task", "'\(task)' is not one of boolq, pubmedqa, xsum, fiqa")
+        try require(data.trainExamples >= clients, "data.train_examples", "\(data.trainExamples) examples cannot be shared among \(clients) clients")
+        try require(data.maxLength >= 8, "data.max_length", "must be at least 8 (got \(data.maxLength))")
+        try require(data.batchSize >= 1, "data.batch_size", "must be at least 1 (got \(data.batchSize))")
+        if let files = data.clientFiles {
+            try require(files.count == clients, "data.client_files", "\(files.count) files for \(clients) clients")
+        }
+        try require(["iid", "label-skew", "dirichlet"].contains(partition.kind), "partition.kind", "'\(partition.kind)' is not one of iid, label-skew, dirichlet")
+        try require(partition.alpha > 0, "partition.alpha", "must be positive (got \(partition.alpha))")
+        try require(split.rounds >= 1, "split.rounds", "must be at least 1 (got \(split.rounds))")
+        try require(split.localSteps >= 1, "split.local_steps", "must be at least 1 (got \(split.localSteps))")
+        try require(adapters.lora != nil || adapters.prefix != nil, "adapters", "train LoRA, a prefix or both")
+        try require(["adamw", "sgd"].contains(optimizer.name), "optimizer.name", "'\(optimizer.name)' is not adamw or sgd")
+        try require(optimizer.learningRate > 0 && optimizer.learningRate.isFinite, "optimizer.learning_rate", "must be positive (got \(optimizer.learningRate))")
+        try require(evaluation.examples >= 1, "evaluation.examples", "must be at least 1")
+        try require(evaluation.batchSize >= 1, "evaluation.batch_size", "must be at least 1")
+    }
+}
+
+extension SimulationConfiguration {
+    public init(from decoder: any Decoder) throws {
+        self.init()
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        try rejectUnknownKeys(decoder, known: CodingKeys.allCases.map(\.stringValue))
+        model = try container.decodeIfPresent(String.self, forKey: .model) ?? model
+        task = try container.decodeIfPresent(String.self, forKey: .task) ?? task
+        seed = try container.decodeIfPresent(UInt64.self, forKey: .seed) ?? seed
+        clients = try container.decodeIfPresent(Int.self, forKey: .clients) ?? clients
+        data = try container.decodeIfPresent(Data.self, forKey: .data) ?? data
+        partition = try container.decodeIfPresent(Partition.self, forKey: .partition) ?? partition
+        split = try container.decodeIfPresent(Split.self, forKey: .split) ?? split
+        adapters = try container.decodeIfPresent(Adapters.self, forKey: .adapters) ?? adapters
+        optimizer = try container.decodeIfPresent(OptimizerSettings.self, forKey: .optimizer) ?? optimizer
+        evaluation = try container.decodeIfPresent(Evaluation.self, forKey: .evaluation) ?? evaluation
+        centralized = try container.decodeIfPresent(Bool.self, forKey: .centralized) ?? centralized
+    }
+}
+
+/// A configuration value out of range, a wrong combination, or an unknown key; the message names the key.
+public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+
+    public init(_ message: String) { self.message = message }
+
+    public var description: String { message }
+}
+
+extension SimulationConfiguration.Data {
+    public init(from decoder: any Decoder) throws {
+        self.init()
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        try rejectUnknownKeys(decoder, known: CodingKeys.allCases.map(\.stringValue))
+        trainExamples = try container.decodeIfPresent(Int.self, forKey: .trainExamples) ?? trainExamples
+        maxLength = try container.decodeIfPresent(Int.self, forKey: .maxLength) ?? maxLength
+        batchSize = try container.decodeIfPresent(Int.self, forKey: .batchSize) ?? batchSize
+        clientFiles = try container.decodeIfPresent([String].self, forKey: .clientFiles) ?? clientFiles
+    }
+}
+
+extension SimulationConfiguration.Partition {
+    public init(from decoder: any Decoder) throws {
+        self.init()
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        try rejectUnknownKeys(decoder, known: CodingKeys.allCases.map(\.stringValue))
+        kind = try container.decodeIfPresent(String.self, forKey: .kind) ?? kind
+        alpha = try container.decodeIfPresent(Double.self, forKey: .alpha) ?? alpha
+        classesPerClient = try container.decodeIfPresent(Int.self, forKey: .classesPerClient) ?? classesPerClient
+    }
+}
+
+extension SimulationConfiguration.Split {
+    public init(from decoder: any Decoder) throws {
+        self.init()
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        try rejectUnknownKeys(decoder, known: CodingKeys.allCases.map(\.stringValue))
+        mode = try container.decodeIfPresent(SplitMode.self, forKey: .mode) ?? mode
+        k = try container.decodeIfPresent(Int.self, forKey: .k) ?? k
+        j = try container.decodeIfPresent(Int.self, forKey: .j) ?? j
+        rounds = try container.decodeIfPresent(Int.self, forKey: .rounds) ?? rounds
+        localSteps = try container.decodeIfPresent(Int.self, forKey: .localSteps) ?? localSteps
+        allowUnsafeCut = try container.decodeIfPresent(Bool.self, forKey: .allowUnsafeCut) ?? allowUnsafeCut
+    }
+}
+
+extension SimulationConfiguration.Adapters.LoRA {
+    public init(from decoder: any Decoder) throws {
+        self.init()
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        try rejectUnknownKeys(decoder, known: CodingKeys.allCases.map(\.stringValue))
+        rank = try container.decodeIfPresent(Int.self, forKey: .rank) ?? rank
+        alpha = try container.decodeIfPresent(Float.self, forKey: .alpha) ?? alpha
+        dropout = try container.decodeIfPresent(Float.self, forKey: .dropout) ?? dropout
+        targetModules = try container.decodeIfPresent([String].self, forKey: .targetModules) ?? targetModules
+    }
+}
+
+extension SimulationConfiguration.Adapters.Prefix {
+    public init(from decoder: any Decoder) throws {
+        self.init()
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        try rejectUnknownKeys(decoder, known: CodingKeys.allCases.map(\.stringValue))
+        length = try container.decodeIfPresent(Int.self, forKey: .length) ?? length
+        projectionHiddenSize = try container.decodeIfPresent(Int.self, forKey: .projectionHiddenSize) ?? projectionHiddenSize
+    }
+}
+
+extension SimulationConfiguration.OptimizerSettings {
+    public init(from decoder: any Decoder) throws {
+        self.init()
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        try rejectUnknownKeys(decoder, known: CodingKeys.allCases.map(\.stringValue))
+        name = try container.decodeIfPresent(String.self, forKey: .name) ?? name
+        learningRate = try container.decodeIfPresent(Float.self, forKey: .learningRate) ?? learningRate
+        weightDecay = try container.decodeIfPresent(Float.self, forKey: .weightDecay) ?? weightDecay
+    }
+}
+
+extension SimulationConfiguration.Evaluation {
+    public init(from decoder: any Decoder) throws {
+        self.init()
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        try rejectUnknownKeys(decoder, known: CodingKeys.allCases.map(\.stringValue))
+        examples = try container.decodeIfPresent(Int.self, forKey: .examples) ?? examples
+        batchSize = try container.decodeIfPresent(Int.self, forKey: .batchSize) ?? batchSize
+        maxNewTokens = try container.decodeIfPresent(Int.self, forKey: .maxNewTokens) ?? maxNewTokens
+    }
+}
+
+extension SimulationConfiguration.Adapters {
+    enum CodingKeys: String, CodingKey, CaseIterable { case lora, prefix }
+
+    /// `lora: null` switches LoRA off; an absent key keeps the default.
+    public init(from decoder: any Decoder) throws {
+        self.init()
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        try rejectUnknownKeys(decoder, known: CodingKeys.allCases.map(\.stringValue))
+        if container.contains(.lora) { lora = try container.decodeIfPresent(LoRA.self, forKey: .lora) }
+        if container.contains(.prefix) { prefix = try container.decodeIfPresent(Prefix.self, forKey: .prefix) }
+    }
+}
+
+/// Any key, to list what a config section holds.
+struct AnyCodingKey: CodingKey {
+    var stringValue: String
+    var intValue: Int? { nil }
+    init(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
+}
+
+/// Throws naming the first key of the section that is not in `known` (with its path).
+func rejectUnknownKeys(_ decoder: any Decoder, known: [String]) throws {
+    let container = try decoder.container(keyedBy: AnyCodingKey.self)
+    let path = decoder.codingPath.map(\.stringValue).joined(separator: ".")
+    if let unknown = container.allKeys.map(\.stringValue).sorted().first(where: { !known.contains($0) }) {
+        let name = path.isEmpty ? unknown : path + "." + unknown
+        throw ConfigurationError("\(name): unknown key (known here: \(known.joined(separator: ", ")))")
+    }
+}

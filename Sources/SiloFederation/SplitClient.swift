@@ -1,0 +1,214 @@
+import Foundation
+import SiloModels
+import SiloTensor
+
+// B batch, T time, C hidden size.
+
+/// A batch of token ids and next-token labels: B rows of T tokens, right-padded, labels −100 where no
+/// loss is taken (prompt, padding). Right padding keeps causal attention exact without a mask: a real
+/// token never sees a later padding position.
+public struct TrainingBatch: Sendable, Equatable {
+    public var ids: [Int32]
+    public var labels: [Int32]
+    public var batch: Int
+    public var time: Int
+
+    public init(ids: [Int32], labels: [Int32], batch: Int, time: Int) {
+        precondition(ids.count == batch * time && labels.count == batch * time, "TrainingBatch: \(ids.count) ids and \(labels.count) labels for \(batch) × \(time)")
+        self.ids = ids
+        self.labels = labels
+        self.batch = batch
+        self.time = time
+    }
+
+    /// The number of labelled positions.
+    public var lossTokens: Int { labels.reduce(0) { $0 + ($1 == -100 ? 0 : 1) } }
+
+    /// The rows of several batches stacked into one, right-padded (id `padding`, label −100) to the
+    /// longest T — what the centralized baseline trains on when the split run batches clients together.
+    public static func stacking(_ batches: [TrainingBatch], padding: Int32 = 0) -> TrainingBatch {
+        let time = batches.map(\.time).max() ?? 0
+        var ids: [Int32] = [], labels: [Int32] = []
+        for part in batches {
+            for row in 0..<part.batch {
+                let range = (row * part.time)..<((row + 1) * part.time)
+                ids += part.ids[range] + Array(repeating: padding, count: time - part.time)
+                labels += part.labels[range] + Array(repeating: -100, count: time - part.time)
+            }
+        }
+        return TrainingBatch(ids: ids, labels: labels, batch: batches.reduce(0) { $0 + $1.batch }, time: time)
+    }
+}
+
+/// Where time goes, by part of the work, in seconds (accumulated).
+public final class WorkTimer: @unchecked Sendable {
+    public enum Part: String, CaseIterable, Sendable, Codable {
+        case clientCompute = "client_compute", serverCompute = "server_compute", sealing, copying
+    }
+
+    private let lock = NSLock()
+    private var seconds: [Part: Double] = [:]
+
+    public init() {}
+
+    /// Runs `body` and adds its duration to `part`.
+    public func measure<R>(_ part: Part, _ body: () throws -> R) rethrows -> R {
+        let start = DispatchTime.now().uptimeNanoseconds
+        defer { add(part, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9) }
+        return try body()
+    }
+
+    public func add(_ part: Part, _ value: Double) {
+        lock.lock(); defer { lock.unlock() }
+        seconds[part, default: 0] += value
+    }
+
+    /// Totals so far by part name.
+    public var totals: [String: Double] {
+        lock.lock(); defer { lock.unlock() }
+        return Dictionary(uniqueKeysWithValues: Part.allCases.map { ($0.rawValue, seconds[$0] ?? 0) })
+    }
+
+    public func value(_ part: Part) -> Double {
+        lock.lock(); defer { lock.unlock() }
+        return seconds[part] ?? 0
+    }
+}
+
+/// One data owner in split learning: keeps its data, its labels, the input part (embedding + blocks
+/// 0 ..< k) and the output part (blocks L − j ..< L + head), with its own adapters and optimizer.
+///
+/// It answers the server's requests (``SplitClientEndpoint``) strictly in protocol order for the step
+/// it is in: begin → ``SplitMessageKind/activations``; server output → output gradients; activation
+/// gradients → optimizer step and result. A message out of place, for another step, or with a shape
+/// that does not match what this client sent, is rejected and changes nothing.
+public final class SplitClient: SplitClientEndpoint {
+    public let clientID: String
+    public let plan: SplitPlan
+    public let part: ModelPart
+    public let optimizer: (any Optimizer)?
+    private let nextBatch: () throws -> TrainingBatch
+    private let timer: WorkTimer
+
+    private enum Phase {
+        case idle
+        case sentActivations(round: Int, step: Int, batch: TrainingBatch, output: Tensor)
+        case sentOutputGradients(round: Int, step: Int, output: Tensor, loss: Double, tokens: Int, examples: Int)
+    }
+
+    private var phase = Phase.idle
+    /// Examples trained on since the last aggregation (the FedAvg weight).
+    public private(set) var examplesSinceAggregation = 0
+
+    /// - Parameters:
+    ///   - model: a model instance holding `plan.clientStages`.
+    ///   - optimizer: builds the optimizer over the client's trainable tensors (nil: none trainable).
+    ///   - batches: the client's next training batch (its own data).
+    public init(clientID: String, plan: SplitPlan, model: any LanguageModel, adapters: AdapterSpecification,
+                key: RandomKey, optimizer makeOptimizer: ([Tensor]) throws -> any Optimizer,
+                batches: @escaping () throws -> TrainingBatch, timer: WorkTimer = WorkTimer()) throws {
+        let missing = plan.clientStages.subtracting(model.loadedStages)
+        guard missing.isEmpty else {
+            throw ModelError(.stageNotLoaded, "client \(clientID): the model instance lacks \(missing.sorted().map(\.description)) of \(plan)")
+        }
+        self.clientID = clientID
+        self.plan = plan
+        self.part = try ModelPart(model: model, adapters: adapters, key: key)
+        let trainables = part.trainableTensors
+        self.optimizer = trainables.isEmpty ? nil : try makeOptimizer(trainables)
+        self.nextBatch = batches
+        self.timer = timer
+    }
+
+    public func handle(_ request: SplitMessage) throws -> SplitMessage {
+        switch (request.kind, phase) {
+        case (.stepBegin, .idle):
+            return try beginStep(round: request.round, step: request.step)
+        case (.serverOutput, .sentActivations(let round, let step, let batch, let output))
+            where round == request.round && step == request.step:
+            return try outputPart(request, batch: batch, inputOutput: output)
+        case (.activationGradients, .sentOutputGradients(let round, let step, let output, let loss, let tokens, let examples))
+            where round == request.round && step == request.step:
+            return try finishStep(request, inputOutput: output, loss: loss, tokens: tokens, examples: examples)
+        case (.adapterRequest, .idle):
+            let values = part.flattenedValues()
+            let body = timer.measure(.copying) {
+                WireTensor(tensor: values, scalars: [Double(examplesSinceAggregation)]).encoded()
+            }
+            return SplitMessage(kind: .adapterUpdate, round: request.round, step: request.step, body: body)
+        case (.aggregate, .idle):
+            let count = part.trainableCount
+            let message = try timer.measure(.copying) {
+                try WireTensor.decode(request.body, expectedRank: 1, what: "aggregate for client \(clientID), round \(request.round)") { shape in
+                    guard shape == [count] else { throw ProtocolError("aggregate for client \(clientID): \(shape[0]) values, this client trains \(count)") }
+                }
+            }
+            try part.assign(flattenedValues: message.tensor)
+            examplesSinceAggregation = 0
+            return SplitMessage(kind: .acknowledgement, round: request.round, step: request.step)
+        default:
+            throw ProtocolError("client \(clientID): unexpected \(request.kind.rawValue) for round \(request.round) step \(request.step) while \(phaseDescription)")
+        }
+    }
+
+    private var phaseDescription: String {
+        switch phase {
+        case .idle: return "idle"
+        case .sentActivations(let round, let step, _, _): return "waiting for the server output of round \(round) step \(step)"
+        case .sentOutputGradients(let round, let step, _, _, _, _): return "waiting for the activation gradients of round \(round) step \(step)"
+        }
+    }
+
+    /// Takes the next batch and runs the input part: h_a (B, T, C).
+    private func beginStep(round: Int, step: Int) throws -> SplitMessage {
+        let batch = try nextBatch()
+        part.setTraining(true)
+        let output = try timer.measure(.clientCompute) {
+            try part.embedAndRun(ids: batch.ids, batch: batch.batch, time: batch.time, blocks: plan.inputBlockRange)
+        }
+        let body = timer.measure(.copying) { WireTensor(tensor: output).encoded() }
+        phase = .sentActivations(round: round, step: step, batch: batch, output: output)
+        return SplitMessage(kind: .activations, round: round, step: step, body: body)
+    }
+
+    /// Runs the output part on h_b, takes the loss on the client's own labels, back-propagates to h_b.
+    private func outputPart(_ request: SplitMessage, batch: TrainingBatch, inputOutput: Tensor) throws -> SplitMessage {
+        let expected = inputOutput.shape
+        let received = try timer.measure(.copying) {
+            try WireTensor.decode(request.body, expectedRank: 3, what: "server output for client \(clientID), step \(request.step)") { shape in
+                guard shape == expected else { throw ProtocolError("server output for client \(clientID), step \(request.step): shape \(shape), expected \(expected)") }
+            }
+        }
+        let (gradient, loss, tokens) = try timer.measure(.clientCompute) { () throws -> (Tensor, Double, Int) in
+            let hidden = received.tensor.requiringGrad()
+            let (loss, tokens) = try part.loss(hidden: hidden, labels: batch.labels, blocks: plan.outputBlockRange)
+            let value = Double(loss.toArray()[0])
+            guard value.isFinite else { throw ProtocolError("client \(clientID): loss is \(value) at step \(request.step)") }
+            try loss.backward()
+            return (hidden.grad ?? Tensor.zeros(expected), value, tokens)
+        }
+        let body = timer.measure(.copying) { WireTensor(tensor: gradient, scalars: [Double(tokens)]).encoded() }
+        phase = .sentOutputGradients(round: request.round, step: request.step, output: inputOutput, loss: loss,
+                                     tokens: tokens, examples: batch.batch)
+        return SplitMessage(kind: .outputGradients, round: request.round, step: request.step, body: body)
+    }
+
+    /// Back-propagates dL/dh_a through the input part and steps the optimizer.
+    private func finishStep(_ request: SplitMessage, inputOutput: Tensor, loss: Double, tokens: Int, examples: Int) throws -> SplitMessage {
+        let expected = inputOutput.shape
+        let received = try timer.measure(.copying) {
+            try WireTensor.decode(request.body, expectedRank: 3, what: "activation gradients for client \(clientID), step \(request.step)") { shape in
+                guard shape == expected else { throw ProtocolError("activation gradients for client \(clientID), step \(request.step): shape \(shape), expected \(expected)") }
+            }
+        }
+        try timer.measure(.clientCompute) {
+            if inputOutput.requiresGrad { try inputOutput.backward(seed: received.tensor) }
+            try optimizer?.step()
+            optimizer?.zeroGrad()
+        }
+        phase = .idle
+        examplesSinceAggregation += examples
+        let body = WireTensor(tensor: Tensor.zeros([0]), scalars: [loss, Double(tokens), Double(examples)]).encoded()
+        return SplitMessage(kind: .stepResult, round: request.round, step: request.step, body: body)
+    }
+}

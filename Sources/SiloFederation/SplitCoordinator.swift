@@ -1,0 +1,270 @@
+import Foundation
+import SiloModels
+import SiloTensor
+
+/// How the server trains with several clients (FL-GLM's three modes).
+public enum SplitMode: String, Codable, Sendable, CaseIterable {
+    /// Clients take turns: each runs `localSteps` steps with the server, then the next.
+    case serial
+    /// One server pass over the stacked activations of all clients per step.
+    case clientBatching = "client-batching"
+    /// One replica of the server's trainables per client, averaged every round.
+    case serverHierarchical = "server-hierarchical"
+}
+
+/// The rounds of a split run. A round: every client trains `localSteps` batches; then the clients'
+/// trainables are aggregated by the strategy (and, server-hierarchical, the server's replicas averaged).
+public struct SplitSchedule: Codable, Sendable, Equatable {
+    public var mode: SplitMode
+    public var rounds: Int
+    /// R: batches per client per round.
+    public var localSteps: Int
+
+    public init(mode: SplitMode = .clientBatching, rounds: Int = 1, localSteps: Int = 1) {
+        self.mode = mode
+        self.rounds = rounds
+        self.localSteps = localSteps
+    }
+
+    /// The steps recorded by a run (one per server pass in serial mode; one per batch of all clients
+    /// in the other modes).
+    public func recordedSteps(clients: Int) -> Int {
+        mode == .serial ? rounds * localSteps * clients : rounds * localSteps
+    }
+}
+
+/// One recorded training step.
+public struct StepRecord: Codable, Sendable {
+    public var round: Int
+    public var step: Int
+    /// The mean loss over every loss token of the step (all participating clients).
+    public var loss: Double
+    /// Each participating client's own loss.
+    public var clientLosses: [String: Double]
+    public var seconds: Double
+}
+
+/// Drives split training: sends each client its requests through the transport in protocol order,
+/// runs the server's passes, and aggregates the clients' trainables every round.
+///
+/// A client that fails (its data is bad, its message is malformed, it vanished) is dropped with its
+/// error recorded in ``failures``; the others carry on. The run fails only when no client is left.
+public final class SplitCoordinator {
+    public let server: SplitServer
+    public let transport: any SplitTransport
+    public let strategy: any AggregationStrategy
+    public let schedule: SplitSchedule
+    public let timer: WorkTimer
+    /// Clients still taking part.
+    public private(set) var activeClients: [String]
+    /// Clients dropped, with why.
+    public private(set) var failures: [(clientID: String, error: String)] = []
+    private let log: (String) -> Void
+
+    public init(server: SplitServer, transport: any SplitTransport, strategy: any AggregationStrategy = FedAvg(),
+                schedule: SplitSchedule, timer: WorkTimer = WorkTimer(), log: @escaping (String) -> Void = { _ in }) {
+        self.server = server
+        self.transport = transport
+        self.strategy = strategy
+        self.schedule = schedule
+        self.timer = timer
+        self.activeClients = transport.clientIDs
+        self.log = log
+    }
+
+    /// Runs every round; `onStep` sees each step as it completes.
+    /// - Throws: ``ProtocolError`` when every client has failed; a server-side error.
+    @discardableResult
+    public func run(onStep: (StepRecord) -> Void = { _ in }) throws -> [StepRecord] {
+        var records: [StepRecord] = []
+        var step = 0
+        for round in 0..<schedule.rounds {
+            switch schedule.mode {
+            case .clientBatching:
+                for _ in 0..<schedule.localSteps {
+                    guard let record = try trainStep(clients: activeClients, round: round, step: step) else { continue }
+                    records.append(record); onStep(record); step += 1
+                }
+            case .serial:
+                for client in activeClients {
+                    for _ in 0..<schedule.localSteps where activeClients.contains(client) {
+                        guard let record = try trainStep(clients: [client], round: round, step: step) else { continue }
+                        records.append(record); onStep(record); step += 1
+                    }
+                }
+            case .serverHierarchical:
+                for _ in 0..<schedule.localSteps {
+                    let start = DispatchTime.now().uptimeNanoseconds
+                    var parts: [StepRecord] = []
+                    for client in activeClients {
+                        try server.activateReplica(for: client)
+                        if let part = try trainStep(clients: [client], round: round, step: step) { parts.append(part) }
+                    }
+                    guard !parts.isEmpty else { continue }
+                    let record = StepRecord.combining(parts, round: round, step: step,
+                                                      seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+                    records.append(record); onStep(record); step += 1
+                }
+                try timer.measure(.serverCompute) { try server.averageReplicas() }
+            }
+            try aggregateClients(round: round, step: step)
+        }
+        return records
+    }
+
+    /// One server pass with `clients`: activations in, server output out, output gradients in,
+    /// activation gradients out, results in.
+    /// Returns nil when every client of the pass dropped out (others remain for later passes).
+    private func trainStep(clients: [String], round: Int, step: Int) throws -> StepRecord? {
+        let start = DispatchTime.now().uptimeNanoseconds
+        let hidden = server.part.model.hiddenSize
+        var participants: [String] = []
+        var activations: [Tensor] = []
+        for client in clients {
+            guard let response = call(client, SplitMessage(kind: .stepBegin, round: round, step: step), expecting: .activations) else { continue }
+            do {
+                let message = try timer.measure(.copying) {
+                    try WireTensor.decode(response.body, expectedRank: 3, what: "activations from client \(client), step \(step)") { shape in
+                        guard shape[0] > 0, shape[1] > 0, shape[2] == hidden else {
+                            throw ProtocolError("activations from client \(client), step \(step): shape \(shape), expected (B, T, \(hidden))")
+                        }
+                    }
+                }
+                participants.append(client)
+                activations.append(message.tensor)
+            } catch {
+                drop(client, error)
+            }
+        }
+        guard !participants.isEmpty else { return try skipped(round: round, step: step) }
+
+        let (outputs, pass) = try timer.measure(.serverCompute) { try server.forward(activations) }
+        var gradients: [Tensor] = []
+        var tokens: [Double] = []
+        var survivors: [Bool] = []
+        for (index, client) in participants.enumerated() {
+            let body = timer.measure(.copying) { WireTensor(tensor: outputs[index]).encoded() }
+            var gradient = Tensor.zeros(outputs[index].shape)
+            var count = 0.0
+            var ok = false
+            if let response = call(client, SplitMessage(kind: .serverOutput, round: round, step: step, body: body), expecting: .outputGradients) {
+                do {
+                    let expected = outputs[index].shape
+                    let message = try timer.measure(.copying) {
+                        try WireTensor.decode(response.body, expectedRank: 3, what: "output gradients from client \(client), step \(step)") { shape in
+                            guard shape == expected else { throw ProtocolError("output gradients from client \(client), step \(step): shape \(shape), expected \(expected)") }
+                        }
+                    }
+                    guard message.scalars.count == 1, message.scalars[0] >= 1 else {
+                        throw ProtocolError("output gradients from client \(client), step \(step): expected one positive loss-token count, got \(message.scalars)")
+                    }
+                    gradient = message.tensor
+                    count = message.scalars[0]
+                    ok = true
+                } catch {
+                    drop(client, error)
+                }
+            }
+            gradients.append(gradient)
+            tokens.append(count)
+            survivors.append(ok)
+        }
+        let totalTokens = tokens.reduce(0, +)
+        guard totalTokens > 0 else { return try skipped(round: round, step: step) }
+        let weights = tokens.map { $0 / totalTokens }
+        let inputGradients = try timer.measure(.serverCompute) { () throws -> [Tensor] in
+            let result = try server.backward(pass, outputGradients: gradients, weights: weights)
+            try server.step()
+            return result
+        }
+
+        var losses: [String: Double] = [:]
+        var weightedLoss = 0.0
+        for (index, client) in participants.enumerated() where survivors[index] {
+            let body = timer.measure(.copying) { WireTensor(tensor: inputGradients[index]).encoded() }
+            guard let response = call(client, SplitMessage(kind: .activationGradients, round: round, step: step, body: body), expecting: .stepResult) else { continue }
+            do {
+                let message = try WireTensor.decode(response.body, expectedRank: 1, what: "step result from client \(client), step \(step)")
+                guard message.scalars.count == 3 else { throw ProtocolError("step result from client \(client): \(message.scalars.count) scalars, expected 3") }
+                losses[client] = message.scalars[0]
+                weightedLoss += weights[index] * message.scalars[0]
+                if schedule.mode == .serverHierarchical { server.recordExamples(Int(message.scalars[2])) }
+            } catch {
+                drop(client, error)
+            }
+        }
+        return StepRecord(round: round, step: step, loss: weightedLoss, clientLosses: losses,
+                          seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+    }
+
+    /// Collects every active client's trainables, aggregates them with the strategy and sends the result back.
+    private func aggregateClients(round: Int, step: Int) throws {
+        var updates: [ClientUpdate] = []
+        for client in activeClients {
+            guard let response = call(client, SplitMessage(kind: .adapterRequest, round: round, step: step), expecting: .adapterUpdate) else { continue }
+            do {
+                let message = try timer.measure(.copying) {
+                    try WireTensor.decode(response.body, expectedRank: 1, what: "adapter update from client \(client), round \(round)")
+                }
+                guard message.scalars.count == 1, message.scalars[0] >= 0 else {
+                    throw ProtocolError("adapter update from client \(client), round \(round): expected one example count, got \(message.scalars)")
+                }
+                updates.append(ClientUpdate(clientID: client, values: message.tensor, weight: message.scalars[0]))
+            } catch {
+                drop(client, error)
+            }
+        }
+        guard !updates.isEmpty else { _ = try noClientLeft(round: round, step: step); return }
+        let aggregate = try timer.measure(.serverCompute) { try strategy.aggregate(updates, previous: nil) }
+        let body = timer.measure(.copying) { WireTensor(tensor: aggregate).encoded() }
+        for update in updates {
+            _ = call(update.clientID, SplitMessage(kind: .aggregate, round: round, step: step, body: body), expecting: .acknowledgement)
+        }
+    }
+
+    /// One exchange; on failure the client is dropped and nil returned.
+    private func call(_ client: String, _ request: SplitMessage, expecting kind: SplitMessageKind) -> SplitMessage? {
+        guard activeClients.contains(client) else { return nil }
+        do {
+            let response = try transport.exchange(request, with: client)
+            guard response.kind == kind, response.round == request.round, response.step == request.step else {
+                throw ProtocolError("client \(client) answered \(request.kind.rawValue) (round \(request.round), step \(request.step)) with \(response.kind.rawValue) (round \(response.round), step \(response.step)), expected \(kind.rawValue)")
+            }
+            return response
+        } catch {
+            drop(client, error)
+            return nil
+        }
+    }
+
+    private func drop(_ client: String, _ error: any Error) {
+        guard let index = activeClients.firstIndex(of: client) else { return }
+        activeClients.remove(at: index)
+        let text = (error as? ClientFailure).map { "\($0.underlying)" } ?? "\(error)"
+        failures.append((client, text))
+        server.removeReplica(for: client)
+        log("client \(client) dropped: \(text)")
+    }
+
+    /// A pass none of whose clients answered: nil while other clients remain, else the run fails.
+    private func skipped(round: Int, step: Int) throws -> StepRecord? {
+        guard activeClients.isEmpty else { return nil }
+        return try noClientLeft(round: round, step: step)
+    }
+
+    private func noClientLeft(round: Int, step: Int) throws -> StepRecord {
+        let reasons = failures.map { "\($0.clientID): \($0.error)" }.joined(separator: "; ")
+        throw ProtocolError("split training: no client left at round \(round), step \(step) (\(reasons))")
+    }
+}
+
+extension StepRecord {
+    /// Several one-client records of one step as one: losses combined by their clients' loss shares
+    /// are not known here, so by equal weight per client.
+    static func combining(_ parts: [StepRecord], round: Int, step: Int, seconds: Double) -> StepRecord {
+        var losses: [String: Double] = [:]
+        for part in parts { losses.merge(part.clientLosses) { first, _ in first } }
+        let mean = losses.isEmpty ? .nan : losses.values.reduce(0, +) / Double(losses.count)
+        return StepRecord(round: round, step: step, loss: mean, clientLosses: losses, seconds: seconds)
+    }
+}

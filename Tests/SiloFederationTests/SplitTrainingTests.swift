@@ -1,0 +1,259 @@
+import XCTest
+import SiloModels
+import SiloTensor
+@testable import SiloFederation
+
+/// Split learning against centralized training on a tiny Llama (V 40, C 16, 5 blocks, 4 heads / 2 KV
+/// heads), every payload sealed by the real sessions.
+final class SplitTrainingTests: XCTestCase {
+    static let configuration = LlamaConfiguration(vocabularySize: 40, hiddenSize: 16, intermediateSize: 24, layerCount: 5,
+                                                  attentionHeads: 4, keyValueHeads: 2, rmsNormEpsilon: 1e-5,
+                                                  ropeTheta: 10000, tieWordEmbeddings: true)
+
+    /// Random weights, the same for every party of a test (std 0.2, norms 1).
+    static let weights: [String: Tensor] = {
+        let key = RandomKey(seed: 11)
+        var tensors: [String: Tensor] = [:]
+        let c = configuration.hiddenSize, f = configuration.intermediateSize, d = c / configuration.attentionHeads
+        func add(_ name: String, _ shape: [Int]) { tensors[name] = Tensor.randomNormal(shape, standardDeviation: 0.2, key: key.split(name)) }
+        add("model.embed_tokens.weight", [configuration.vocabularySize, c])
+        tensors["model.norm.weight"] = Tensor.ones([c])
+        for layer in 0..<configuration.layerCount {
+            let p = "model.layers.\(layer)."
+            tensors[p + "input_layernorm.weight"] = Tensor.ones([c])
+            tensors[p + "post_attention_layernorm.weight"] = Tensor.ones([c])
+            add(p + "self_attn.q_proj.weight", [c, c])
+            add(p + "self_attn.k_proj.weight", [2 * d, c])
+            add(p + "self_attn.v_proj.weight", [2 * d, c])
+            add(p + "self_attn.o_proj.weight", [c, c])
+            add(p + "mlp.gate_proj.weight", [f, c])
+            add(p + "mlp.up_proj.weight", [f, c])
+            add(p + "mlp.down_proj.weight", [c, f])
+        }
+        return tensors
+    }()
+
+    static func model(stages: Set<ModelStage>? = nil) throws -> LlamaModel {
+        try LlamaModel(configuration: configuration, weights: TensorDictionary(weights), stages: stages)
+    }
+
+    /// Two rows, T tokens each, exactly 3 labelled positions per row (so every client has the same
+    /// number of loss tokens), the rest prompt; row 1 is right-padded by `padding` positions.
+    static func batch(seed: UInt64, time: Int, padding: Int = 0) -> TrainingBatch {
+        var generator = SeededGenerator(seed: seed)
+        var ids: [Int32] = [], labels: [Int32] = []
+        for row in 0..<2 {
+            let length = row == 1 ? time - padding : time
+            let rowIds = (0..<time).map { $0 < length ? Int32.random(in: 1..<40, using: &generator) : 0 }
+            ids += rowIds
+            labels += (0..<time).map { position in
+                position >= length - 4 && position < length - 1 ? rowIds[position + 1] : -100
+            }
+        }
+        return TrainingBatch(ids: ids, labels: labels, batch: 2, time: time)
+    }
+
+    static let adapters = AdapterSpecification(lora: LoRAConfiguration(rank: 2, alpha: 4, targetModules: ["q_proj", "v_proj"]))
+
+    enum OptimizerKind { case adamW, sgd }
+
+    static func optimizer(_ kind: OptimizerKind) -> ([Tensor]) throws -> any Optimizer {
+        switch kind {
+        case .adamW: return { try AdamW(parameters: $0, learningRate: 0.05, weightDecay: 0.01) }
+        case .sgd: return { try SGD(parameters: $0, learningRate: 0.5) }
+        }
+    }
+
+    /// A split run: one coordinator, M clients with their batch lists, sealed in-memory transport.
+    static func split(mode: SplitMode, clientBatches: [[TrainingBatch]], rounds: Int, localSteps: Int,
+                      optimizer kind: OptimizerKind, adapters: AdapterSpecification = adapters,
+                      plan: SplitPlan? = nil) throws -> (records: [StepRecord], coordinator: SplitCoordinator, clients: [SplitClient]) {
+        let plan = try plan ?? SplitPlan(layerCount: configuration.layerCount)
+        let key = RandomKey(seed: 5)
+        var clients: [SplitClient] = []
+        for (index, batches) in clientBatches.enumerated() {
+            var iterator = batches.makeIterator()
+            let id = "client-\(index)"
+            clients.append(try SplitClient(clientID: id, plan: plan, model: model(stages: plan.clientStages), adapters: adapters,
+                                           key: key, optimizer: optimizer(kind), batches: {
+                guard let next = iterator.next() else { throw ProtocolError("\(id): out of batches") }
+                return next
+            }))
+        }
+        let server = try SplitServer(plan: plan, model: model(stages: plan.serverStages), adapters: adapters, key: key,
+                                     optimizer: optimizer(kind))
+        let transport = try InMemoryTransport(links: clients.map { try SessionProtection.link(for: $0) })
+        let coordinator = SplitCoordinator(server: server, transport: transport,
+                                           schedule: SplitSchedule(mode: mode, rounds: rounds, localSteps: localSteps))
+        return (try coordinator.run(), coordinator, clients)
+    }
+
+    static func centralized(_ batches: [TrainingBatch], optimizer kind: OptimizerKind,
+                            adapters: AdapterSpecification = adapters) throws -> (losses: [Double], trainer: CentralizedTrainer) {
+        let trainer = try CentralizedTrainer(model: model(), adapters: adapters, key: RandomKey(seed: 5), optimizer: optimizer(kind))
+        return (try batches.map { try trainer.step($0) }, trainer)
+    }
+
+    func assertRelativelyClose(_ split: [Double], _ reference: [Double], tolerance: Double = 1e-5,
+                               file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(split.count, reference.count, file: file, line: line)
+        for (index, (a, b)) in zip(split, reference).enumerated() {
+            XCTAssertLessThanOrEqual(abs(a - b), tolerance * max(abs(b), 1e-3), "step \(index): split \(a) vs centralized \(b)", file: file, line: line)
+        }
+    }
+
+    // MARK: One client: every mode equals centralized
+
+    func testOneClientEveryModeMatchesCentralizedLosses() throws {
+        let batches = (0..<8).map { Self.batch(seed: UInt64(100 + $0), time: 6 + $0 % 3, padding: $0 % 2) }
+        let reference = try Self.centralized(batches, optimizer: .adamW).losses
+        // The loss must move, or the comparison proves little.
+        XCTAssertGreaterThan(abs(reference.first! - reference.last!), 0.05)
+        for mode in SplitMode.allCases {
+            let run = try Self.split(mode: mode, clientBatches: [batches], rounds: 4, localSteps: 2, optimizer: .adamW)
+            assertRelativelyClose(run.records.map(\.loss), reference)
+            XCTAssertTrue(run.coordinator.failures.isEmpty, "\(mode): \(run.coordinator.failures)")
+        }
+    }
+
+    func testOneClientWithPrefixTuningAndTwoBlockCutMatchesCentralized() throws {
+        let adapters = AdapterSpecification(lora: LoRAConfiguration(rank: 2, alpha: 4, targetModules: ["v_proj", "down_proj"]),
+                                            prefix: PrefixTuningConfiguration(length: 3))
+        let batches = (0..<5).map { Self.batch(seed: UInt64(200 + $0), time: 7) }
+        let reference = try Self.centralized(batches, optimizer: .adamW, adapters: adapters).losses
+        let plan = try SplitPlan(layerCount: 5, inputBlocks: 2, outputBlocks: 1)
+        let run = try Self.split(mode: .serial, clientBatches: [batches], rounds: 5, localSteps: 1, optimizer: .adamW,
+                                 adapters: adapters, plan: plan)
+        assertRelativelyClose(run.records.map(\.loss), reference)
+    }
+
+    // MARK: M clients batched equals centralized on the stacked batch
+
+    func testClientBatchingEqualsCentralizedOnConcatenatedBatch() throws {
+        // Three clients with different lengths; SGD and aggregation every step make FedAvg of the clients'
+        // updates exactly the centralized update (equal loss-token counts, so equal weights).
+        let steps = 4
+        let clientBatches = (0..<3).map { client in
+            (0..<steps).map { Self.batch(seed: UInt64(300 + 10 * client + $0), time: 5 + client, padding: client % 2) }
+        }
+        let stacked = (0..<steps).map { step in TrainingBatch.stacking(clientBatches.map { $0[step] }) }
+        let (reference, trainer) = try Self.centralized(stacked, optimizer: .sgd)
+        XCTAssertGreaterThan(abs(reference.first! - reference.last!), 0.05)
+        let run = try Self.split(mode: .clientBatching, clientBatches: clientBatches, rounds: steps, localSteps: 1, optimizer: .sgd)
+        assertRelativelyClose(run.records.map(\.loss), reference)
+        // The adapters end where the centralized ones end: client side and server side.
+        let centralValues = Dictionary(uniqueKeysWithValues: zip(trainer.part.trainableNames, trainer.part.trainableTensors))
+        var compared = 0
+        for part in [run.clients[1].part, run.coordinator.server.part] {
+            for (name, tensor) in zip(part.trainableNames, part.trainableTensors) {
+                let expected = try XCTUnwrap(centralValues[name], name)
+                let error = zip(tensor.toArray(), expected.toArray()).map { abs($0 - $1) }.max() ?? 0
+                XCTAssertLessThan(error, 2e-5, name)
+                compared += 1
+            }
+        }
+        XCTAssertEqual(compared, trainer.part.trainableTensors.count)
+    }
+
+    // MARK: Parties and payloads
+
+    func testServerNeverHoldsEmbeddingOrHead() throws {
+        let plan = try SplitPlan(layerCount: 5)
+        XCTAssertEqual(plan.serverStages, [.block(1), .block(2), .block(3)])
+        XCTAssertThrowsError(try SplitServer(plan: plan, model: Self.model(), adapters: Self.adapters, key: RandomKey(seed: 1),
+                                             optimizer: Self.optimizer(.sgd))) { error in
+            XCTAssertTrue("\(error)".contains("embedding or the head"), "\(error)")
+        }
+        XCTAssertThrowsError(try SplitPlan(layerCount: 5, inputBlocks: 0)) { XCTAssertTrue("\($0)".contains("k = 0")) }
+        XCTAssertThrowsError(try SplitPlan(layerCount: 4, inputBlocks: 2, outputBlocks: 2)) { XCTAssertTrue("\($0)".contains("no block for the server")) }
+        XCTAssertTrue(try SplitPlan(layerCount: 5, inputBlocks: 0, allowingUnsafeCut: true).isUnsafe)
+    }
+
+    /// Everything a client sends the server is activations (B, T, C), gradients (B, T, C) with one count,
+    /// step results and adapter values: sizes leave no room for token ids or labels, and changing a
+    /// client's labels leaves its activations bit for bit unchanged.
+    func testClientPayloadsCarryNoTokensOrLabels() throws {
+        let plan = try SplitPlan(layerCount: 5)
+        func activationBytes(labelShift: Int32) throws -> [UInt8] {
+            var batch = Self.batch(seed: 9, time: 6)
+            batch.labels = batch.labels.map { $0 == -100 ? -100 : ($0 + labelShift) % 40 }
+            let client = try SplitClient(clientID: "a", plan: plan, model: Self.model(stages: plan.clientStages), adapters: Self.adapters,
+                                         key: RandomKey(seed: 5), optimizer: Self.optimizer(.sgd), batches: { batch })
+            let response = try client.handle(SplitMessage(kind: .stepBegin, round: 0, step: 0))
+            XCTAssertEqual(response.kind, .activations)
+            let decoded = try WireTensor.decode(response.body, expectedRank: 3, what: "test")
+            XCTAssertEqual(decoded.tensor.shape, [2, 6, 16])
+            XCTAssertEqual(decoded.scalars, [])
+            XCTAssertEqual(response.body.count, 4 + 1 + 3 * 4 + 4 + 4 * 2 * 6 * 16)
+            return response.body
+        }
+        XCTAssertEqual(try activationBytes(labelShift: 0), try activationBytes(labelShift: 7))
+    }
+
+    func testClientWithBadDataIsDroppedAndOthersCarryOn() throws {
+        let plan = try SplitPlan(layerCount: 5)
+        let key = RandomKey(seed: 5)
+        var clients: [SplitClient] = []
+        for index in 0..<3 {
+            let good = Self.batch(seed: UInt64(index), time: 6)
+            clients.append(try SplitClient(clientID: "c\(index)", plan: plan, model: Self.model(stages: plan.clientStages),
+                                           adapters: Self.adapters, key: key, optimizer: Self.optimizer(.sgd), batches: {
+                if index == 1 { throw ProtocolError("data/c1.jsonl:3: field 'answer' is missing") }
+                return good
+            }))
+        }
+        let server = try SplitServer(plan: plan, model: Self.model(stages: plan.serverStages), adapters: Self.adapters, key: key,
+                                     optimizer: Self.optimizer(.sgd))
+        let transport = try InMemoryTransport(links: clients.map { try SessionProtection.link(for: $0) })
+        let coordinator = SplitCoordinator(server: server, transport: transport, schedule: SplitSchedule(mode: .clientBatching, rounds: 2, localSteps: 2))
+        let records = try coordinator.run()
+        XCTAssertEqual(records.count, 4)
+        XCTAssertEqual(coordinator.activeClients, ["c0", "c2"])
+        XCTAssertEqual(coordinator.failures.map(\.clientID), ["c1"])
+        XCTAssertTrue(coordinator.failures[0].error.contains("data/c1.jsonl:3"), coordinator.failures[0].error)
+        XCTAssertEqual(Set(records[3].clientLosses.keys), ["c0", "c2"])
+        XCTAssertGreaterThan(transport.traffic.bytes["activations"] ?? 0, 0)
+    }
+
+    func testGarbageResponseDropsOnlyThatClient() throws {
+        let plan = try SplitPlan(layerCount: 5)
+        let key = RandomKey(seed: 5)
+        let clients = try (0..<2).map { index in
+            try SplitClient(clientID: "c\(index)", plan: plan, model: Self.model(stages: plan.clientStages), adapters: Self.adapters,
+                            key: key, optimizer: Self.optimizer(.sgd), batches: { Self.batch(seed: UInt64(index), time: 5) })
+        }
+        let server = try SplitServer(plan: plan, model: Self.model(stages: plan.serverStages), adapters: Self.adapters, key: key,
+                                     optimizer: Self.optimizer(.sgd))
+        let transport = try InMemoryTransport(links: clients.map { try SessionProtection.link(for: $0) })
+        transport.injectResponse(Array(repeating: 0xAB, count: 64), for: "c0")
+        let coordinator = SplitCoordinator(server: server, transport: transport, schedule: SplitSchedule(mode: .serial, rounds: 1, localSteps: 2))
+        let records = try coordinator.run()
+        XCTAssertEqual(coordinator.activeClients, ["c1"])
+        XCTAssertEqual(records.count, 2)
+        XCTAssertEqual(coordinator.failures.count, 1)
+    }
+
+    /// A response sealed with another client's session (a peer client replaying its own traffic into
+    /// this channel) fails to open: the client is dropped with an authentication error, the rest train on.
+    func testPayloadSealedForAnotherClientIsRejected() throws {
+        let plan = try SplitPlan(layerCount: 5)
+        let key = RandomKey(seed: 5)
+        let clients = try (0..<2).map { index in
+            try SplitClient(clientID: "c\(index)", plan: plan, model: Self.model(stages: plan.clientStages), adapters: Self.adapters,
+                            key: key, optimizer: Self.optimizer(.sgd), batches: { Self.batch(seed: UInt64(index), time: 5) })
+        }
+        let links = try clients.map { try SessionProtection.link(for: $0) }
+        let eavesdropped = try SessionProtection.link(for: clients[1])  // another session of client c1
+        let foreign = try eavesdropped.clientSide.seal(SplitMessage(kind: .activations, round: 0, step: 0,
+                                                                body: WireTensor(tensor: Tensor.zeros([2, 5, 16])).encoded()))
+        let server = try SplitServer(plan: plan, model: Self.model(stages: plan.serverStages), adapters: Self.adapters, key: key,
+                                     optimizer: Self.optimizer(.sgd))
+        let transport = InMemoryTransport(links: links)
+        transport.injectResponse(foreign, for: "c0")
+        let coordinator = SplitCoordinator(server: server, transport: transport, schedule: SplitSchedule(mode: .clientBatching, rounds: 1, localSteps: 1))
+        _ = try coordinator.run()
+        XCTAssertEqual(coordinator.activeClients, ["c1"])
+        XCTAssertEqual(coordinator.failures.map(\.clientID), ["c0"])
+        XCTAssertTrue(coordinator.failures[0].error.contains("sealed for another client"), coordinator.failures[0].error)
+    }
+}
