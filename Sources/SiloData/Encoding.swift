@@ -63,7 +63,7 @@ extension TaskTemplate {
         let minimumTarget = truncatingTarget ? 1 : targetIDs.count
         guard let fitted = coder.fit(example, template: self, budget: maxLength - minimumTarget) else {
             let fixed = coder.fit(example, template: self, budget: Int.max)?.ids.count ?? 0
-            throw DataError(.tooLong, "\(name) example needs \(fixedDescription(example, coder: coder, fixedPrompt: fixed, target: minimumTarget)) tokens without its \(truncatableField), more than the maximum length \(maxLength); raise the maximum length or shorten the example", at: example.source)
+            throw DataError(.tooLong, "\(name) example needs \(fixed + minimumTarget) tokens (\(promptDescription) \(fixed) + target \(minimumTarget)), more than the maximum length \(maxLength); raise the maximum length\(truncatingTarget ? "" : ", allow target truncation") or shorten the example", at: example.source)
         }
         var truncatedTarget = false
         let room = maxLength - fitted.ids.count
@@ -92,7 +92,7 @@ extension TaskTemplate {
         let longest = continuations.map(\.count).max() ?? 0
         guard let fitted = coder.fit(example, template: self, budget: maxLength - longest) else {
             let fixed = coder.fit(example, template: self, budget: Int.max)?.ids.count ?? 0
-            throw DataError(.tooLong, "\(name) example needs \(fixed + longest) tokens without its \(truncatableField), more than the maximum length \(maxLength)", at: example.source)
+            throw DataError(.tooLong, "\(name) example needs \(fixed + longest) tokens (\(promptDescription) \(fixed) + longest choice \(longest)), more than the maximum length \(maxLength)", at: example.source)
         }
         // Continuations were cut against the full prompt; a shortened passage leaves the tail intact.
         return ChoiceEncoding(promptIDs: fitted.ids, continuations: continuations, correctIndex: correct,
@@ -106,13 +106,14 @@ extension TaskTemplate {
         let coder = PromptCoder(tokenizer: tokenizer)
         guard let fitted = coder.fit(example, template: self, budget: maxLength) else {
             let fixed = coder.fit(example, template: self, budget: Int.max)?.ids.count ?? 0
-            throw DataError(.tooLong, "\(name) prompt needs \(fixed) tokens without its \(truncatableField), more than the maximum length \(maxLength)", at: example.source)
+            throw DataError(.tooLong, "\(name) example needs \(fixed) tokens (\(promptDescription)), more than the maximum length \(maxLength)", at: example.source)
         }
         return fitted.ids
     }
 
-    private func fixedDescription(_ example: Example, coder: PromptCoder, fixedPrompt: Int, target: Int) -> String {
-        "\(fixedPrompt + target) (prompt \(fixedPrompt) + target \(target))"
+    /// "prompt without its passage" (or just "prompt" for FiQA), for messages.
+    private var promptDescription: String {
+        name == .fiqa ? "prompt" : "prompt without its \(truncatableField)"
     }
 }
 

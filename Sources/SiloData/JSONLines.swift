@@ -28,7 +28,9 @@ struct JSONRecord {
     let fields: [String: JSONValue]
     let location: SourceLocation
 
-    /// The string in `field`; `nil` only when `optional` and the field is absent or null.
+    /// The string in `field` (with `allowEmpty: false`, one that is not only whitespace).
+    /// - Throws: ``DataError`` `.missingField` (absent or null, listing the fields present),
+    ///   `.wrongType` or `.empty`, naming the file, line and field.
     func string(_ field: String, allowEmpty: Bool = true) throws -> String {
         guard let value = fields[field], value != .null else {
             let present = fields.keys.sorted().map { "'\($0)'" }.joined(separator: ", ")

@@ -48,7 +48,7 @@ public struct TaskTemplate: Sendable, Hashable {
         switch name {
         case .boolq, .pubmedqa: return "passage"
         case .xsum: return "document"
-        case .fiqa: return "(nothing)"
+        case .fiqa: return "question"
         }
     }
 

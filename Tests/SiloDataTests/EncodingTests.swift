@@ -57,7 +57,7 @@ final class EncodingTests: XCTestCase {
         let bare = try TaskName.boolq.template.encode(example, tokenizer: tokenizer, maxLength: fixed)
         XCTAssertEqual(bare.ids, bytes("Passage: \nQuestion: is it so?\nAnswer: no"))
         // One less: the question and target cannot be cut.
-        assertDataError(.tooLong, ["/data/a.jsonl:7:", "boolq", "without its passage", "maximum length \(fixed - 1)"]) {
+        assertDataError(.tooLong, ["/data/a.jsonl:7:", "boolq", "prompt without its passage", "maximum length \(fixed - 1)"]) {
             try TaskName.boolq.template.encode(example, tokenizer: tokenizer, maxLength: fixed - 1)
         }
     }
