@@ -324,6 +324,64 @@ final class SessionTests: XCTestCase {
         }
     }
 
+    // MARK: Throughput (not a timed test: skipped unless Benchmarks/seal.sh asks for it)
+
+    /// Seal and open of 3 MiB (786,432 Float32 values) for both ciphers, in GB/s (10^9 bytes per second).
+    /// Runs only with SILO_BENCHMARK_SEAL=1, in a release build: `Benchmarks/seal.sh`.
+    func testSealThroughputBenchmark() throws {
+        guard ProcessInfo.processInfo.environment["SILO_BENCHMARK_SEAL"] == "1" else {
+            throw XCTSkip("throughput measurement: run Benchmarks/seal.sh (release build)")
+        }
+        let byteCount = 3 << 20, repeats = 40
+        let values = (0..<(byteCount / 4)).map { Float($0 % 1000) * 0.001 }
+        func rate(_ seconds: Double) -> String { String(format: "%6.2f GB/s", Double(byteCount * repeats) / seconds / 1e9) }
+        func time(_ body: () throws -> Void) rethrows -> Double {
+            let start = DispatchTime.now().uptimeNanoseconds
+            try body()
+            return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        }
+        for cipher in SessionCipher.allCases {
+            let (client, server) = try pair("hospital-a", server: ServerHandshake(), cipher: cipher)
+            // warm-up
+            let warm = try values.withUnsafeBytes { try client.seal($0, type: .activations, round: 0, step: 0) }
+            _ = try server.openData(warm, type: .activations, round: 0, step: 0)
+            var sealed: [SealedPayload] = []
+            let sealSeconds = try time {
+                for step in 1...repeats {
+                    sealed.append(try values.withUnsafeBytes { try client.seal($0, type: .activations, round: 0, step: step) })
+                }
+            }
+            var wire: [[UInt8]] = []
+            let serializeSeconds = time { wire = sealed.map { $0.serialized() } }
+            var decoded: [SealedPayload] = []
+            let deserializeSeconds = try time { decoded = try wire.map { try SealedPayload(serialized: $0) } }
+            let half = repeats / 2
+            var checksum = 0
+            let openDataSeconds = try time {
+                for step in 1...half { checksum &+= try server.openData(decoded[step - 1], type: .activations, round: 0, step: step).count }
+            } * 2
+            let openSeconds = try time {
+                for step in (half + 1)...repeats { checksum &+= try server.open(decoded[step - 1], type: .activations, round: 0, step: step).count }
+            } * 2
+            XCTAssertEqual(checksum, byteCount * repeats)
+            // swift-crypto alone, for the overhead of the session around it.
+            let key = SymmetricKey(size: .bits256)
+            let rawSeconds = try time {
+                for _ in 0..<repeats {
+                    _ = try values.withUnsafeBytes { raw -> Data? in
+                        switch cipher {
+                        case .aesGCM: return try AES.GCM.seal(raw, using: key).combined
+                        case .chaChaPoly: return try ChaChaPoly.seal(raw, using: key).combined
+                        }
+                    }
+                }
+            }
+            print("seal-benchmark \(cipher.rawValue) 3 MiB: seal \(rate(sealSeconds)), open \(rate(openDataSeconds)) (Data), "
+                  + "open \(rate(openSeconds)) ([UInt8]), serialize \(rate(serializeSeconds)), deserialize \(rate(deserializeSeconds)), "
+                  + "swift-crypto seal alone \(rate(rawSeconds))")
+        }
+    }
+
     // MARK: Helpers
 
     private func pair(_ identity: String, server: ServerHandshake, cipher: SessionCipher = .aesGCM) throws
