@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates the Python venv of the fixture generators, if missing, and installs into it what they need:
-# torch==2.13.0+cpu, numpy, safetensors, gguf, transformers, tokenizers, sentencepiece, peft. Idempotent: a venv
+# torch==2.13.0+cpu, numpy, safetensors, gguf, transformers, tokenizers, sentencepiece, peft, and the metric
+# references rouge-score and sacrebleu (Scripts/fixtures/metrics.py). Idempotent: a venv
 # that already has the pinned versions is left alone. Prints the venv's python path on stdout.
 #
 #   SILO_HOME   cache directory (default ~/.cache/silo); the venv is $SILO_HOME/venv
@@ -11,7 +12,8 @@ SILO_HOME="${SILO_HOME:-$HOME/.cache/silo}"
 VENV="$SILO_HOME/venv"
 PY="$VENV/bin/python"
 PACKAGES=(numpy==2.4.6 safetensors==0.8.0 gguf==0.19.0 transformers==5.23.0 tokenizers==0.23.3 sentencepiece==0.2.3
-          protobuf==7.36.2 peft==0.21.2 accelerate==1.15.0)
+          protobuf==7.36.2 peft==0.21.2 accelerate==1.15.0 rouge-score==0.1.2 sacrebleu==2.6.0 nltk==3.10.4
+          absl-py==2.5.1)
 TORCH="torch==2.13.0+cpu"
 
 installed() {
@@ -19,7 +21,8 @@ installed() {
 import importlib.metadata as m
 want = {"torch": "2.13.0+cpu", "numpy": "2.4.6", "safetensors": "0.8.0", "gguf": "0.19.0",
         "transformers": "5.23.0", "tokenizers": "0.23.3", "sentencepiece": "0.2.3", "protobuf": "7.36.2",
-        "peft": "0.21.2", "accelerate": "1.15.0"}
+        "peft": "0.21.2", "accelerate": "1.15.0", "rouge-score": "0.1.2", "sacrebleu": "2.6.0", "nltk": "3.10.4",
+        "absl-py": "2.5.1"}
 assert all(m.version(name) == version for name, version in want.items())
 EOF
 }

@@ -1,1 +1,0 @@
-// SiloData: see README.md (Architecture).
