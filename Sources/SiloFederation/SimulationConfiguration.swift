@@ -60,9 +60,9 @@ public struct SimulationConfiguration: Codable, Sendable, Equatable {
         /// Blocks before the head kept by the client.
         public var j: Int = 1
         /// Rounds of training; each ends with aggregation.
-        public var rounds: Int = 8
+        public var rounds: Int = 6
         /// R: batches per client per round.
-        public var localSteps: Int = 8
+        public var localSteps: Int = 6
         /// Allow k = 0 (attack experiments only).
         public var allowUnsafeCut: Bool = false
 
@@ -115,7 +115,7 @@ public struct SimulationConfiguration: Codable, Sendable, Equatable {
     }
 
     public struct Evaluation: Codable, Sendable, Equatable {
-        /// Held-out examples scored before and after training.
+        /// Held-out examples scored before and after training (0: no evaluation, e.g. for benchmarks).
         public var examples: Int = 200
         /// Rows per evaluation batch.
         public var batchSize: Int = 8
@@ -152,7 +152,7 @@ public struct SimulationConfiguration: Codable, Sendable, Equatable {
         try require(adapters.lora != nil || adapters.prefix != nil, "adapters", "train LoRA, a prefix or both")
         try require(["adamw", "sgd"].contains(optimizer.name), "optimizer.name", "'\(optimizer.name)' is not adamw or sgd")
         try require(optimizer.learningRate > 0 && optimizer.learningRate.isFinite, "optimizer.learning_rate", "must be positive (got \(optimizer.learningRate))")
-        try require(evaluation.examples >= 1, "evaluation.examples", "must be at least 1")
+        try require(evaluation.examples >= 0, "evaluation.examples", "must be at least 0 (0 skips evaluation)")
         try require(evaluation.batchSize >= 1, "evaluation.batch_size", "must be at least 1")
     }
 }

@@ -1,0 +1,175 @@
+import ArgumentParser
+import Foundation
+import SiloData
+import SiloFederation
+import SiloModels
+import SiloReport
+import Yams
+
+/// `silo simulate`: a whole federated run in one process (the main job).
+struct Simulate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Simulate split federated fine-tuning in one process: clients, server, sealed sessions, evaluation, and the same run centralized.",
+        discussion: """
+        With no --config it runs the embedded default: SmolLM2-135M, BoolQ, 4 clients with IID shards, client-batching, \
+        LoRA r=8 on q_proj/v_proj on both sides. A config file (YAML or JSON) changes any key; print the default with \
+        --print-default-config. Writes OUTPUT/results.json and OUTPUT/report.html.
+        """
+    )
+
+    @Option(help: "A YAML or JSON configuration file (keys as in --print-default-config; unknown keys are errors).")
+    var config: String?
+
+    @Option(help: "Folder for results.json and report.html.")
+    var output = "silo-results"
+
+    @Flag(help: "Also print results.json on standard output at the end.")
+    var json = false
+
+    @Flag(name: .customLong("print-default-config"), help: "Print the embedded default configuration as YAML and exit.")
+    var printDefaultConfig = false
+
+    func run() throws {
+        if printDefaultConfig {
+            print(try YAMLEncoder().encode(SimulationConfiguration()))
+            return
+        }
+        let configuration = try loadConfiguration()
+        let outputURL = URL(fileURLWithPath: output, isDirectory: true)
+        try FileManager.default.createDirectory(at: outputURL, withIntermediateDirectories: true)
+
+        var progress: ProgressLine?
+        let results = try Simulation.run(configuration) { event in
+            switch event {
+            case .phase(let name, let total):
+                progress?.finish()
+                progress = nil
+                if total > 0 {
+                    progress = ProgressLine(total: total, label: name)
+                } else {
+                    standardError("» \(name)")
+                }
+            case .step(let completed, let loss, let seconds):
+                progress?.update(completed: completed, fields: [("loss", String(format: "%.4f", loss)), ("step", String(format: "%.2fs", seconds))])
+            case .message(let text):
+                standardError("! \(text)")
+            }
+        }
+        progress?.finish()
+
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        let data = try encoder.encode(results)
+        let resultsURL = outputURL.appendingPathComponent("results.json")
+        try data.write(to: resultsURL, options: .atomic)
+        let reportURL = outputURL.appendingPathComponent("report.html")
+        try SimulationReport.make(results).write(to: reportURL)
+
+        standardError(SimulationReport.summaryTable(results))
+        standardError("results: \(resultsURL.path)\nreport:  \(reportURL.path)")
+        if json { print(String(decoding: data, as: UTF8.self)) }
+    }
+
+    private func loadConfiguration() throws -> SimulationConfiguration {
+        guard let config else { return SimulationConfiguration() }
+        let text: String
+        do {
+            text = try String(contentsOfFile: config, encoding: .utf8)
+        } catch {
+            throw ValidationError("cannot read the configuration \(config): \(error.localizedDescription)")
+        }
+        do {
+            return try YAMLDecoder().decode(SimulationConfiguration.self, from: text)
+        } catch let error as ConfigurationError {
+            throw ValidationError("\(config): \(error)")
+        } catch let DecodingError.typeMismatch(type, context), let DecodingError.valueNotFound(type, context) {
+            throw ValidationError("\(config): \(context.codingPath.map(\.stringValue).joined(separator: ".")): expected \(type) (\(context.debugDescription))")
+        } catch let DecodingError.dataCorrupted(context) {
+            throw ValidationError("\(config): \(context.codingPath.map(\.stringValue).joined(separator: ".")): \(context.debugDescription)")
+        } catch {
+            throw ValidationError("\(config): \(error)")
+        }
+    }
+}
+
+func standardError(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}
+
+/// The report and the terminal table of a simulation.
+enum SimulationReport {
+    static func format(_ value: Double?) -> String {
+        guard let value else { return "–" }
+        return value.isFinite ? String(format: "%.4f", value) : "\(value)"
+    }
+
+    static func bytes(_ count: Int) -> String {
+        let units = ["B", "KiB", "MiB", "GiB"]
+        var value = Double(count)
+        var unit = 0
+        while value >= 1024, unit < units.count - 1 { value /= 1024; unit += 1 }
+        return unit == 0 ? "\(count) B" : String(format: "%.1f %@", value, units[unit])
+    }
+
+    static func metricRows(_ results: SimulationResults) -> [[String]] {
+        results.evalAfter.keys.sorted().map { name in
+            [name, format(results.evalBefore[name]), format(results.evalAfter[name]), format(results.centralized?.evalAfter[name])]
+        }
+    }
+
+    static func summaryTable(_ results: SimulationResults) -> String {
+        var rows = metricRows(results)
+        rows.append(["train loss (last)", "–", format(results.trainLoss.last), format(results.centralized?.trainLoss.last)])
+        rows.append(["seconds per step", "–", format(results.secondsPerStep["split"]), format(results.secondsPerStep["centralized"])])
+        rows.append(["bytes sent", "–", bytes(results.bytes.values.reduce(0, +)), "–"])
+        return TextTable(headers: ["", "before", "split (\(results.mode))", "centralized"], rows: rows).render()
+    }
+
+    static func make(_ results: SimulationResults) -> Report {
+        var sections: [Report.Section] = []
+        var metricBlocks: [Report.Block] = [
+            .table(Report.Table(caption: "Held-out evaluation (\(results.evaluationExamples) examples)",
+                                headers: ["metric", "before", "after split", "after centralized"], rows: metricRows(results))),
+        ]
+        let names = results.evalAfter.keys.sorted()
+        var series = [BarChart.Series(name: "before", values: names.map { results.evalBefore[$0] ?? .nan }),
+                      BarChart.Series(name: "after split (\(results.mode))", values: names.map { results.evalAfter[$0] ?? .nan })]
+        if let centralized = results.centralized {
+            series.append(BarChart.Series(name: "after centralized", values: names.map { centralized.evalAfter[$0] ?? .nan }))
+        }
+        metricBlocks.append(.barChart(BarChart(title: "Metrics before and after fine-tuning", yLabel: "value", categories: names, series: series)))
+        sections.append(Report.Section(title: "Metrics", blocks: metricBlocks))
+
+        var curves = [ChartSeries(name: "split (\(results.mode))", values: results.trainLoss)]
+        if let centralized = results.centralized {
+            curves.append(ChartSeries(name: "centralized", values: centralized.trainLoss))
+        }
+        sections.append(Report.Section(title: "Training loss", blocks: [
+            .lineChart(LineChart(title: "Training loss per step", xLabel: "step", yLabel: "mean loss over the step's answer tokens", series: curves)),
+        ]))
+
+        let kinds = results.bytes.keys.sorted()
+        sections.append(Report.Section(title: "Traffic and time", blocks: [
+            .table(Report.Table(caption: "Sealed bytes by message type (split run)", headers: ["message", "messages", "bytes"],
+                                rows: kinds.map { [$0, "\(results.messages[$0] ?? 0)", bytes(results.bytes[$0] ?? 0)] }
+                                    + [["total", "\(results.messages.values.reduce(0, +))", bytes(results.bytes.values.reduce(0, +))]])),
+            .table(Report.Table(caption: "Seconds", headers: ["", "seconds"],
+                                rows: results.secondsPerStep.keys.sorted().map { ["per step, \($0)", format(results.secondsPerStep[$0])] }
+                                    + results.timings.keys.sorted().map { ["split total, \($0)", format(results.timings[$0])] })),
+        ]))
+
+        var notes: [Report.Block] = results.failures.map {
+            .note(Report.Note(.warning, title: "client \($0.client) left out", text: $0.error))
+        }
+        notes += results.notes.map { .paragraph($0) }
+        sections.append(Report.Section(title: "Notes", blocks: notes))
+
+        return Report(title: "Silo simulation: \(results.task) on \(results.model)",
+                      subtitle: "split fine-tuning (\(results.mode)) with \(results.clients) clients vs the same run centralized",
+                      metadata: [("model", results.model), ("task", results.task), ("mode", results.mode),
+                                 ("clients", "\(results.clients)"), ("steps", "\(results.steps)"), ("split", results.plan),
+                                 ("seconds", String(format: "%.0f", results.seconds))],
+                      sections: sections)
+    }
+}
