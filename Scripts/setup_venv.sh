@@ -12,7 +12,7 @@ SILO_HOME="${SILO_HOME:-$HOME/.cache/silo}"
 VENV="$SILO_HOME/venv"
 PY="$VENV/bin/python"
 PACKAGES=(numpy==2.4.6 safetensors==0.8.0 gguf==0.19.0 transformers==5.23.0 tokenizers==0.23.3 sentencepiece==0.2.3
-          protobuf==7.36.2 peft==0.21.2 accelerate==1.15.0 rouge-score==0.1.2 sacrebleu==2.6.0 nltk==3.10.4
+          protobuf==7.36.2 peft==0.21.2 accelerate==1.15.0 rouge-score==0.1.2 sacrebleu==2.6.0 nltk==3.10.4 cryptography==50.0.2
           absl-py==2.5.1)
 TORCH="torch==2.13.0+cpu"
 
@@ -21,7 +21,7 @@ installed() {
 import importlib.metadata as m
 want = {"torch": "2.13.0+cpu", "numpy": "2.4.6", "safetensors": "0.8.0", "gguf": "0.19.0",
         "transformers": "5.23.0", "tokenizers": "0.23.3", "sentencepiece": "0.2.3", "protobuf": "7.36.2",
-        "peft": "0.21.2", "accelerate": "1.15.0", "rouge-score": "0.1.2", "sacrebleu": "2.6.0", "nltk": "3.10.4",
+        "peft": "0.21.2", "accelerate": "1.15.0", "rouge-score": "0.1.2", "sacrebleu": "2.6.0", "nltk": "3.10.4", "cryptography": "50.0.2",
         "absl-py": "2.5.1"}
 assert all(m.version(name) == version for name, version in want.items())
 EOF

@@ -60,7 +60,7 @@ public struct SimulationConfiguration: Codable, Sendable, Equatable {
         /// Blocks before the head kept by the client.
         public var j: Int = 1
         /// Rounds of training; each ends with aggregation.
-        public var rounds: Int = 6
+        public var rounds: Int = 5
         /// R: batches per client per round.
         public var localSteps: Int = 6
         /// Allow k = 0 (attack experiments only).
@@ -116,7 +116,7 @@ public struct SimulationConfiguration: Codable, Sendable, Equatable {
 
     public struct Evaluation: Codable, Sendable, Equatable {
         /// Held-out examples scored before and after training (0: no evaluation, e.g. for benchmarks).
-        public var examples: Int = 200
+        public var examples: Int = 160
         /// Rows per evaluation batch.
         public var batchSize: Int = 8
         /// New tokens at most for generation tasks.
