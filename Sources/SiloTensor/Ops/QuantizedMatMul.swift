@@ -9,7 +9,11 @@ import Darwin
 //
 // A block-quantised weight (O, C) in llama.cpp's legacy block formats, stored structure-of-arrays so
 // the kernel reads aligned 16-byte quant vectors and Float32 scales (ggml's half scales are widened
-// once, exactly, at load):
+// once, exactly, at load). Within a block the quants are re-ordered at load so that each 16-byte
+// vector is four UInt32 lanes and lane k holds the elements k, k+4, k+8, ... (4 bits or 8 bits
+// each): one shift and mask give four elements in Int32 lanes, ready for `cvtdq2ps`, whose inputs
+// x[4p..<4p+4] are contiguous (baseline x86-64 has only SSE2: no byte shuffles, no widening loads).
+// Values:
 //   Q4_0  w = d·(q − 8)   q ∈ 0...15    (a block of 32: 16 bytes, low nibbles elements 0..<16,
 //   Q4_1  w = d·q + m     q ∈ 0...15     high nibbles elements 16..<32, as ggml)
 //   Q8_0  w = d·q         q ∈ −128...127 (32 signed bytes)
@@ -89,13 +93,50 @@ public final class QuantizedMatrix: @unchecked Sendable {
         public let quants: UnsafeMutableRawPointer
     }
 
-    /// Writes the matrix's blocks through `body` (run once, at construction). Q4_0 offsets are derived
-    /// from the scales afterwards.
+    /// Writes the matrix's blocks through `body` (run once, at construction). Afterwards the quants
+    /// are re-ordered for the kernel and Q4_0 offsets are derived from the scales.
     public func fill(_ body: (Storage) throws -> Void) rethrows {
         try body(Storage(scales: scales, offsets: format == .q4_1 ? offsets : nil, quants: quants))
         if format == .q4_0, let offsets {
             for index in 0..<(rows * blocksPerRow) { offsets[index] = -8 * scales[index] }
         }
+        let format = format, quants = quants
+        Parallel.forEachChunk(rows * blocksPerRow, costPerItem: 64) { blocks in
+            var ggml = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+            withUnsafeMutableBytes(of: &ggml) { scratch in
+                for block in blocks {
+                    let bytes = format.quantBytesPerBlock
+                    let target = quants + block * bytes
+                    scratch.baseAddress.unsafelyUnwrapped.copyMemory(from: target, byteCount: bytes)
+                    for element in 0..<32 {
+                        let (byte, shift) = QuantizedMatrix.location(of: element, format: format)
+                        let value: UInt8
+                        if format == .q8_0 {
+                            value = scratch[element]
+                        } else {
+                            value = element < 16 ? scratch[element] & 0x0F : scratch[element - 16] >> 4
+                        }
+                        let current = target.load(fromByteOffset: byte, as: UInt8.self)
+                        let cleared = format == .q8_0 ? 0 : current & ~(UInt8(0x0F) << shift)
+                        target.storeBytes(of: cleared | (value << shift), toByteOffset: byte, as: UInt8.self)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Where element `element` (0..<32) of a block lives in the kernel's order: the byte within the
+    /// block's quants and the bit shift within that byte. Q4: lane k = element % 4 (bytes 4k..<4k+4,
+    /// little-endian), nibble p = element / 4 (bits 4p..<4p+4 of the lane). Q8: half c = element / 16
+    /// (16 bytes each), lane k = element % 4, byte p = (element % 16) / 4 of the lane.
+    @inline(__always)
+    static func location(of element: Int, format: BlockQuantization) -> (byte: Int, shift: UInt8) {
+        let lane = element & 3
+        if format == .q8_0 {
+            return ((element >> 4) << 4 + lane << 2 + (element & 15) >> 2, 0)
+        }
+        let nibble = element >> 2
+        return (lane << 2 + nibble >> 1, UInt8((nibble & 1) << 2))
     }
 
     /// Bytes held: quants, scales and offsets.
@@ -135,20 +176,23 @@ public final class QuantizedMatrix: @unchecked Sendable {
             let out = y + b &* 32
             switch format {
             case .q4_0:
-                for j in 0..<16 {
-                    let byte = q.load(fromByteOffset: j, as: UInt8.self)
-                    out[j] = Float(Int32(byte & 0x0F) - 8) * d
-                    out[j + 16] = Float(Int32(byte >> 4) - 8) * d
+                for j in 0..<32 {
+                    let (byte, shift) = QuantizedMatrix.location(of: j, format: .q4_0)
+                    let value = (q.load(fromByteOffset: byte, as: UInt8.self) >> shift) & 0x0F
+                    out[j] = Float(Int32(value) - 8) * d
                 }
             case .q4_1:
                 let m = offsets.unsafelyUnwrapped[index]
-                for j in 0..<16 {
-                    let byte = q.load(fromByteOffset: j, as: UInt8.self)
-                    out[j] = Float(byte & 0x0F) * d + m
-                    out[j + 16] = Float(byte >> 4) * d + m
+                for j in 0..<32 {
+                    let (byte, shift) = QuantizedMatrix.location(of: j, format: .q4_1)
+                    let value = (q.load(fromByteOffset: byte, as: UInt8.self) >> shift) & 0x0F
+                    out[j] = Float(value) * d + m
                 }
             case .q8_0:
-                for j in 0..<32 { out[j] = Float(q.load(fromByteOffset: j, as: Int8.self)) * d }
+                for j in 0..<32 {
+                    let (byte, _) = QuantizedMatrix.location(of: j, format: .q8_0)
+                    out[j] = Float(q.load(fromByteOffset: byte, as: Int8.self)) * d
+                }
             }
         }
     }
@@ -174,9 +218,7 @@ public final class QuantizedMatrix: @unchecked Sendable {
         if offsets != nil {
             for n in 0..<inputRows {
                 for b in 0..<blocks {
-                    let v = UnsafeRawPointer(x + (n &* columns &+ b &* 32))
-                    let first = QuantizedMatrix.load16(v, 0), second = QuantizedMatrix.load16(v, 64)
-                    sums[n &* blocks &+ b] = (first + second).sum()
+                    sums[n &* blocks &+ b] = QuantizedMatrix.sum(x + (n &* columns &+ b &* 32), count: 32)
                 }
             }
         }
@@ -212,6 +254,18 @@ public final class QuantizedMatrix: @unchecked Sendable {
         }
     }
 
+    /// Σ a_i over `count` Floats (a multiple of 4).
+    @inline(__always)
+    static func sum(_ a: UnsafePointer<Float>, count: Int) -> Float {
+        var acc = SIMD4<Float>()
+        var i = 0
+        while i < count {
+            acc += UnsafeRawPointer(a + i).loadUnaligned(as: SIMD4<Float>.self)
+            i &+= 4
+        }
+        return acc.sum()
+    }
+
     /// Σ a_i·b_i over `count` Floats.
     @inline(__always)
     static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
@@ -230,31 +284,38 @@ public final class QuantizedMatrix: @unchecked Sendable {
         return total
     }
 
-    /// 16 Floats at `byteOffset` (unaligned).
+    /// The 32 weights of a 4-bit block (without scale and offset) as Float, in the kernel's order:
+    /// group p holds elements 4p..<4p+4. (Masking nibbles in place and pre-scaling x by 16^−p saves a
+    /// shift per group but measured 3x slower: LLVM no longer emits a plain `cvtdq2ps`.)
     @inline(__always)
-    static func load16(_ pointer: UnsafeRawPointer, _ byteOffset: Int) -> SIMD16<Float> {
-        pointer.loadUnaligned(fromByteOffset: byteOffset, as: SIMD16<Float>.self)
+    static func unpackQ4(_ v: SIMD4<Int32>) -> (SIMD4<Float>, SIMD4<Float>, SIMD4<Float>, SIMD4<Float>,
+                                                 SIMD4<Float>, SIMD4<Float>, SIMD4<Float>, SIMD4<Float>) {
+        (SIMD4<Float>(v & 0xF), SIMD4<Float>((v &>> 4) & 0xF), SIMD4<Float>((v &>> 8) & 0xF),
+         SIMD4<Float>((v &>> 12) & 0xF), SIMD4<Float>((v &>> 16) & 0xF), SIMD4<Float>((v &>> 20) & 0xF),
+         SIMD4<Float>((v &>> 24) & 0xF), SIMD4<Float>((v &>> 28) & 0xF))
     }
 
-    /// The four quarters of `s` added: lane i = s[i] + s[i+4] + s[i+8] + s[i+12].
+    /// 16 signed 8-bit weights as Float, group p holding elements 4p..<4p+4 of the half block.
     @inline(__always)
-    static func fold(_ s: SIMD16<Float>) -> SIMD4<Float> {
-        let half: SIMD8<Float> = s.lowHalf + s.highHalf
-        return half.lowHalf + half.highHalf
+    static func unpackQ8(_ v: SIMD4<Int32>) -> (SIMD4<Float>, SIMD4<Float>, SIMD4<Float>, SIMD4<Float>) {
+        (SIMD4<Float>((v &<< 24) &>> 24), SIMD4<Float>((v &<< 16) &>> 24),
+         SIMD4<Float>((v &<< 8) &>> 24), SIMD4<Float>(v &>> 24))
     }
 
-    /// 16 bytes (zero-extended) as Float.
+    /// Σ over a block of 32: Σ_p w_p ⊙ x[4p..<4p+4] (four lanes, not yet added).
     @inline(__always)
-    static func floats(_ bytes: SIMD16<UInt8>) -> SIMD16<Float> {
-        // Magic-number conversion: 2²³ + q has q in the low mantissa bits, exact for q < 2²³.
-        let widened = SIMD16<UInt32>(truncatingIfNeeded: bytes) | 0x4B00_0000
-        return unsafeBitCast(widened, to: SIMD16<Float>.self) - 8_388_608
-    }
-
-    /// 16 signed bytes as Float.
-    @inline(__always)
-    static func floats(_ bytes: SIMD16<Int8>) -> SIMD16<Float> {
-        SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: bytes))
+    static func blockDot(_ w: (SIMD4<Float>, SIMD4<Float>, SIMD4<Float>, SIMD4<Float>,
+                               SIMD4<Float>, SIMD4<Float>, SIMD4<Float>, SIMD4<Float>),
+                         _ x: UnsafeRawPointer) -> SIMD4<Float> {
+        var even = w.0 * x.loadUnaligned(as: SIMD4<Float>.self)
+        var odd = w.1 * x.loadUnaligned(fromByteOffset: 16, as: SIMD4<Float>.self)
+        even += w.2 * x.loadUnaligned(fromByteOffset: 32, as: SIMD4<Float>.self)
+        odd += w.3 * x.loadUnaligned(fromByteOffset: 48, as: SIMD4<Float>.self)
+        even += w.4 * x.loadUnaligned(fromByteOffset: 64, as: SIMD4<Float>.self)
+        odd += w.5 * x.loadUnaligned(fromByteOffset: 80, as: SIMD4<Float>.self)
+        even += w.6 * x.loadUnaligned(fromByteOffset: 96, as: SIMD4<Float>.self)
+        odd += w.7 * x.loadUnaligned(fromByteOffset: 112, as: SIMD4<Float>.self)
+        return even + odd
     }
 
     /// For t < count (≤ 4): Σ_b d_b·Σ_i q_bi·x_t,bi over the 4-bit quants of one row (offsets excluded).
@@ -265,30 +326,21 @@ public final class QuantizedMatrix: @unchecked Sendable {
             var acc = SIMD4<Float>()
             let xr = UnsafeRawPointer(x)
             for b in 0..<blocks {
-                let packed = q.load(fromByteOffset: b &* 16, as: SIMD16<UInt8>.self)
-                let low = floats(packed & 0x0F), high = floats(packed &>> 4)
-                let v = xr + b &* 128
-                let s: SIMD16<Float> = low * load16(v, 0) + high * load16(v, 64)
-                acc += fold(s) * d[b]
+                let w = unpackQ4(q.load(fromByteOffset: b &* 16, as: SIMD4<Int32>.self))
+                acc += blockDot(w, xr + b &* 128) * d[b]
             }
             return SIMD4(acc.sum(), 0, 0, 0)
         }
         var acc = (SIMD4<Float>(), SIMD4<Float>(), SIMD4<Float>(), SIMD4<Float>())
+        let stride = columns &* 4
         for b in 0..<blocks {
-            let packed = q.load(fromByteOffset: b &* 16, as: SIMD16<UInt8>.self)
-            let low = floats(packed & 0x0F), high = floats(packed &>> 4)
+            let w = unpackQ4(q.load(fromByteOffset: b &* 16, as: SIMD4<Int32>.self))
             let scale = d[b]
-            for t in 0..<count {
-                let v = UnsafeRawPointer(x + t &* columns) + b &* 128
-                let s: SIMD16<Float> = low * load16(v, 0) + high * load16(v, 64)
-                let partial = fold(s) * scale
-                switch t {
-                case 0: acc.0 += partial
-                case 1: acc.1 += partial
-                case 2: acc.2 += partial
-                default: acc.3 += partial
-                }
-            }
+            let xr = UnsafeRawPointer(x) + b &* 128
+            acc.0 += blockDot(w, xr) * scale
+            acc.1 += blockDot(w, xr + stride) * scale
+            if count > 2 { acc.2 += blockDot(w, xr + 2 &* stride) * scale }
+            if count > 3 { acc.3 += blockDot(w, xr + 3 &* stride) * scale }
         }
         return SIMD4(acc.0.sum(), acc.1.sum(), acc.2.sum(), acc.3.sum())
     }
@@ -297,34 +349,31 @@ public final class QuantizedMatrix: @unchecked Sendable {
     @inline(__always)
     static func dotQ8(_ q: UnsafeRawPointer, _ d: UnsafePointer<Float>, blocks: Int, x: UnsafePointer<Float>,
                       columns: Int, count: Int) -> SIMD4<Float> {
+        @inline(__always)
+        func unpack(_ block: UnsafeRawPointer) -> (SIMD4<Float>, SIMD4<Float>, SIMD4<Float>, SIMD4<Float>,
+                                                    SIMD4<Float>, SIMD4<Float>, SIMD4<Float>, SIMD4<Float>) {
+            let first = unpackQ8(block.load(as: SIMD4<Int32>.self))
+            let second = unpackQ8(block.load(fromByteOffset: 16, as: SIMD4<Int32>.self))
+            return (first.0, first.1, first.2, first.3, second.0, second.1, second.2, second.3)
+        }
         if count == 1 {
             var acc = SIMD4<Float>()
             let xr = UnsafeRawPointer(x)
             for b in 0..<blocks {
-                let first = floats(q.load(fromByteOffset: b &* 32, as: SIMD16<Int8>.self))
-                let second = floats(q.load(fromByteOffset: b &* 32 &+ 16, as: SIMD16<Int8>.self))
-                let v = xr + b &* 128
-                let s: SIMD16<Float> = first * load16(v, 0) + second * load16(v, 64)
-                acc += fold(s) * d[b]
+                acc += blockDot(unpack(q + b &* 32), xr + b &* 128) * d[b]
             }
             return SIMD4(acc.sum(), 0, 0, 0)
         }
         var acc = (SIMD4<Float>(), SIMD4<Float>(), SIMD4<Float>(), SIMD4<Float>())
+        let stride = columns &* 4
         for b in 0..<blocks {
-            let first = floats(q.load(fromByteOffset: b &* 32, as: SIMD16<Int8>.self))
-            let second = floats(q.load(fromByteOffset: b &* 32 &+ 16, as: SIMD16<Int8>.self))
+            let w = unpack(q + b &* 32)
             let scale = d[b]
-            for t in 0..<count {
-                let v = UnsafeRawPointer(x + t &* columns) + b &* 128
-                let s: SIMD16<Float> = first * load16(v, 0) + second * load16(v, 64)
-                let partial = fold(s) * scale
-                switch t {
-                case 0: acc.0 += partial
-                case 1: acc.1 += partial
-                case 2: acc.2 += partial
-                default: acc.3 += partial
-                }
-            }
+            let xr = UnsafeRawPointer(x) + b &* 128
+            acc.0 += blockDot(w, xr) * scale
+            acc.1 += blockDot(w, xr + stride) * scale
+            if count > 2 { acc.2 += blockDot(w, xr + 2 &* stride) * scale }
+            if count > 3 { acc.3 += blockDot(w, xr + 3 &* stride) * scale }
         }
         return SIMD4(acc.0.sum(), acc.1.sum(), acc.2.sum(), acc.3.sum())
     }
