@@ -60,9 +60,9 @@ public struct SimulationConfiguration: Codable, Sendable, Equatable {
         /// Blocks before the head kept by the client.
         public var j: Int = 1
         /// Rounds of training; each ends with aggregation.
-        public var rounds: Int = 5
+        public var rounds: Int = 30
         /// R: batches per client per round.
-        public var localSteps: Int = 6
+        public var localSteps: Int = 1
         /// Allow k = 0 (attack experiments only).
         public var allowUnsafeCut: Bool = false
 
