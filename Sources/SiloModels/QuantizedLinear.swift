@@ -121,7 +121,7 @@ public final class QuantizedLinear: LinearLayer {
     public func setParameter(_ name: String, to tensor: Tensor) throws {
         switch name {
         case "weight":
-            throw ModelError(.invalidConfiguration, "weight is held as \(weight.format) blocks (WeightPrecision.quantized) and cannot be replaced or trained; load the model with WeightPrecision.float32 (silo generate: --float32-weights) to change it")
+            throw ModelError(.invalidConfiguration, "weight is held as \(weight.format) blocks (WeightPrecision.quantized) and cannot be replaced or trained; load the model with WeightPrecision.float32 (silo generate: --weight-precision float32, the default) to change it")
         case "bias":
             guard let current = bias else { throw ModelError.missingTensor(name, expected: [outputSize]) }
             guard tensor.shape == current.shape else {

@@ -55,19 +55,22 @@ struct Generate: ParsableCommand {
     @Flag(help: "Wrap the prompt in the model's chat template as a user turn.") var chat = false
     @Flag(name: .customLong("ignore-eos"), help: "Do not stop at end-of-sequence tokens (always generate --max-new-tokens; for benchmarks).")
     var ignoreEndOfSequence = false
-    @Flag(name: .customLong("float32-weights"),
-          help: "Expand a GGUF's quantised projections to Float32 at load (default: keep Q4_0/Q4_1/Q8_0 blocks and multiply them with a fused kernel; faster, less memory).")
-    var float32Weights = false
+    @Option(name: .customLong("weight-precision"),
+            help: "float32: expand a GGUF's weights at load (default; fastest here, OpenBLAS sgemv). quantized: keep Q4_0/Q4_1/Q8_0 projections and the tied head in their blocks (fused kernel; ~4x less weight memory, slower on AVX-512 machines, see BENCHMARKS.md).")
+    var weightPrecision: String = WeightPrecision.float32.rawValue
 
     func validate() throws {
         guard maxNewTokens >= 0 else { throw ValidationError("--max-new-tokens must be >= 0") }
         guard temperature >= 0 else { throw ValidationError("--temperature must be >= 0") }
+        guard WeightPrecision(rawValue: weightPrecision) != nil else {
+            throw ValidationError("--weight-precision must be one of \(WeightPrecision.allCases.map(\.rawValue).joined(separator: ", ")), got '\(weightPrecision)'")
+        }
     }
 
     func run() throws {
-        // PretrainedModel.load, with the weight precision chosen here (quantised blocks for GGUF files).
+        // PretrainedModel.load, with the weight precision chosen here.
         let url = try ModelStore().resolve(options.model)
-        let model = try Checkpoint.load(url, weightPrecision: float32Weights ? .float32 : .quantized)
+        let model = try Checkpoint.load(url, weightPrecision: WeightPrecision(rawValue: weightPrecision) ?? .float32)
         let tokenizer = url.pathExtension.lowercased() == "gguf"
             ? try Tokenizer(ggufFile: GGUFFile(contentsOf: url)) : try Tokenizer(directory: url)
         let promptIds: [Int32]
