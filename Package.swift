@@ -2,7 +2,7 @@
 import PackageDescription
 
 // Module map: see README.md ("Architecture") and DESIGN.md. Imports point down only:
-// CBLAS <- SiloTensor <- SiloModels <- SiloData/SiloPrivacy <- SiloFederation <- SiloTransport <- silo
+// CBLAS <- SiloTensor <- SiloModels <- SiloData/SiloPrivacy/SiloCompression <- SiloFederation <- SiloTransport <- silo
 let package = Package(
     name: "Silo",
     platforms: [.macOS(.v15)],
@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "SiloModels", targets: ["SiloModels"]),
         .library(name: "SiloData", targets: ["SiloData"]),
         .library(name: "SiloPrivacy", targets: ["SiloPrivacy"]),
+        .library(name: "SiloCompression", targets: ["SiloCompression"]),
         .library(name: "SiloFederation", targets: ["SiloFederation"]),
         .library(name: "SiloTransport", targets: ["SiloTransport"]),
         .library(name: "SiloReport", targets: ["SiloReport"]),
@@ -34,11 +35,25 @@ let package = Package(
         ),
         .target(name: "SiloModels", dependencies: ["SiloTensor"]),
         .target(name: "SiloData", dependencies: ["SiloTensor", "SiloModels"]),
-        .target(name: "SiloPrivacy", dependencies: ["SiloTensor"]),
+        // Privacy accounting (RDP), DP mechanisms and secure aggregation (X25519 + ChaCha20 masks, Shamir shares).
+        .target(
+            name: "SiloPrivacy",
+            dependencies: [
+                "SiloTensor",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+            ]
+        ),
+        // k-means (GEMM distances) and the codecs applied to traffic: k-means codebooks, blockwise 8/4-bit.
+        .target(
+            name: "SiloCompression",
+            dependencies: ["SiloTensor", "CBLAS"],
+            swiftSettings: [.unsafeFlags(["-Ounchecked", "-Xcc", "-fno-math-errno"], .when(configuration: .release))]
+        ),
         .target(
             name: "SiloFederation",
             dependencies: [
-                "SiloTensor", "SiloModels", "SiloData", "SiloPrivacy",
+                "SiloTensor", "SiloModels", "SiloData", "SiloPrivacy", "SiloCompression",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
             ]
@@ -49,7 +64,7 @@ let package = Package(
         .executableTarget(
             name: "silo",
             dependencies: [
-                "CBLAS", "SiloTensor", "SiloModels", "SiloData", "SiloPrivacy", "SiloFederation", "SiloTransport", "SiloReport",
+                "CBLAS", "SiloTensor", "SiloModels", "SiloData", "SiloPrivacy", "SiloCompression", "SiloFederation", "SiloTransport", "SiloReport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Yams", package: "Yams"),
             ]
@@ -58,6 +73,8 @@ let package = Package(
         .testTarget(name: "SiloTensorTests", dependencies: ["SiloTensor", "SiloTestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "SiloModelsTests", dependencies: ["SiloModels", "SiloTestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "SiloDataTests", dependencies: ["SiloData", "SiloTestSupport"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "SiloPrivacyTests", dependencies: ["SiloPrivacy", "SiloTestSupport"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "SiloCompressionTests", dependencies: ["SiloCompression", "SiloTestSupport"]),
         .testTarget(name: "SiloFederationTests", dependencies: ["SiloFederation", "SiloTestSupport"]),
         .testTarget(name: "SiloReportTests", dependencies: ["SiloReport"]),
         // Runs the built `silo` binary (same products folder); `swift build --build-tests` builds it.

@@ -1,0 +1,1 @@
+// SiloCompression: k-means and the traffic codecs; see README.md (Architecture).
