@@ -74,6 +74,38 @@ public final class ModelPart {
         return out
     }
 
+    /// All trainable gradients flattened in ``flattenedValues()`` order; zeros where none arrived.
+    public func flattenedGradients() -> Tensor {
+        let parts = adapterSets.map { $0.flattenedGradients() }
+        if parts.count == 1 { return parts[0] }
+        let out = Tensor.empty([trainableCount])
+        var offset = 0
+        for part in parts {
+            (out.pointer + offset).update(from: part.pointer, count: part.count)
+            offset += part.count
+        }
+        return out
+    }
+
+    /// Replaces every trainable tensor's gradient from a vector in ``flattenedValues()`` order.
+    /// - Throws: ``ModelError`` if the length differs or a value is not finite.
+    public func assign(flattenedGradients gradients: Tensor) throws {
+        guard gradients.shape == [trainableCount] else {
+            throw ModelError.wrongShape("flattened trainable gradients", expected: [trainableCount], actual: gradients.shape)
+        }
+        let dense = gradients.isContiguous ? gradients : gradients.contiguous()
+        for index in 0..<dense.count where !dense.pointer[index].isFinite {
+            throw ModelError(.invalidConfiguration, "flattened trainable gradients: value \(dense.pointer[index]) at index \(index)")
+        }
+        var offset = 0
+        for tensor in trainableTensors {
+            let piece = Tensor.empty(tensor.shape)
+            piece.pointer.update(from: dense.pointer + offset, count: tensor.count)
+            tensor.setGrad(piece)
+            offset += tensor.count
+        }
+    }
+
     /// Overwrites every trainable value in place from a vector in ``flattenedValues()`` order.
     /// - Throws: ``ModelError`` if the length differs or a value is not finite.
     public func assign(flattenedValues values: Tensor) throws {

@@ -14,6 +14,7 @@ extension SplitMessageKind {
         case .adapterUpdate: return .adapterUpdate
         case .aggregate: return .aggregate
         case .acknowledgement: return .acknowledgement
+        case .gradientAggregate: return .gradientAggregate
         }
     }
 

@@ -94,6 +94,8 @@ public final class SplitClient: SplitClientEndpoint {
         case idle
         case sentActivations(round: Int, step: Int, batch: TrainingBatch, output: Tensor)
         case sentOutputGradients(round: Int, step: Int, output: Tensor, loss: Double, tokens: Int, examples: Int)
+        /// Gradients sent for aggregation; the optimizer steps when the combined gradient arrives.
+        case sentGradients(round: Int, step: Int)
     }
 
     private var phase = Phase.idle
@@ -130,6 +132,11 @@ public final class SplitClient: SplitClientEndpoint {
         case (.activationGradients, .sentOutputGradients(let round, let step, let output, let loss, let tokens, let examples))
             where round == request.round && step == request.step:
             return try finishStep(request, inputOutput: output, loss: loss, tokens: tokens, examples: examples)
+        case (.gradientAggregate, .sentGradients(let round, let step)) where round == request.round && step == request.step:
+            return try applyGradient(request)
+        case (.gradientAggregate, .idle):
+            // A client that sat out this pass (serial mode) applies the combined gradient too.
+            return try applyGradient(request)
         case (.adapterRequest, .idle):
             let values = part.flattenedValues()
             let body = timer.measure(.copying) {
@@ -156,6 +163,7 @@ public final class SplitClient: SplitClientEndpoint {
         case .idle: return "idle"
         case .sentActivations(let round, let step, _, _): return "waiting for the server output of round \(round) step \(step)"
         case .sentOutputGradients(let round, let step, _, _, _, _): return "waiting for the activation gradients of round \(round) step \(step)"
+        case .sentGradients(let round, let step): return "waiting for the combined gradient of round \(round) step \(step)"
         }
     }
 
@@ -193,7 +201,9 @@ public final class SplitClient: SplitClientEndpoint {
         return SplitMessage(kind: .outputGradients, round: request.round, step: request.step, body: body)
     }
 
-    /// Back-propagates dL/dh_a through the input part and steps the optimizer.
+    /// Back-propagates dL/dh_a through the input part, then either steps the optimizer (values are
+    /// aggregated at the end of the round) or, when the server asks for per-step gradient aggregation,
+    /// sends the gradients and holds the step until the combined gradient arrives.
     private func finishStep(_ request: SplitMessage, inputOutput: Tensor, loss: Double, tokens: Int, examples: Int) throws -> SplitMessage {
         let expected = inputOutput.shape
         let received = try timer.measure(.copying) {
@@ -201,14 +211,45 @@ public final class SplitClient: SplitClientEndpoint {
                 guard shape == expected else { throw ProtocolError("activation gradients for client \(clientID), step \(request.step): shape \(shape), expected \(expected)") }
             }
         }
+        guard received.scalars.count <= 1, received.scalars.allSatisfy({ $0 == 0 || $0 == 1 }) else {
+            throw ProtocolError("activation gradients for client \(clientID), step \(request.step): expected at most one 0/1 flag, got \(received.scalars)")
+        }
+        let holdStep = received.scalars.first == 1
         try timer.measure(.clientCompute) {
             if inputOutput.requiresGrad { try inputOutput.backward(seed: received.tensor) }
+            if !holdStep {
+                try optimizer?.step()
+                optimizer?.zeroGrad()
+            }
+        }
+        examplesSinceAggregation += examples
+        let scalars = [loss, Double(tokens), Double(examples)]
+        if holdStep {
+            phase = .sentGradients(round: request.round, step: request.step)
+            let gradients = part.flattenedGradients()
+            optimizer?.zeroGrad()
+            let body = timer.measure(.copying) { WireTensor(tensor: gradients, scalars: scalars).encoded() }
+            return SplitMessage(kind: .stepResult, round: request.round, step: request.step, body: body)
+        }
+        phase = .idle
+        let body = WireTensor(tensor: Tensor.zeros([0]), scalars: scalars).encoded()
+        return SplitMessage(kind: .stepResult, round: request.round, step: request.step, body: body)
+    }
+
+    /// Applies the combined gradient of the step with this client's own optimizer.
+    private func applyGradient(_ request: SplitMessage) throws -> SplitMessage {
+        let count = part.trainableCount
+        let message = try timer.measure(.copying) {
+            try WireTensor.decode(request.body, expectedRank: 1, what: "combined gradient for client \(clientID), step \(request.step)") { shape in
+                guard shape == [count] else { throw ProtocolError("combined gradient for client \(clientID), step \(request.step): \(shape[0]) values, this client trains \(count)") }
+            }
+        }
+        try timer.measure(.clientCompute) {
+            try part.assign(flattenedGradients: message.tensor)
             try optimizer?.step()
             optimizer?.zeroGrad()
         }
         phase = .idle
-        examplesSinceAggregation += examples
-        let body = WireTensor(tensor: Tensor.zeros([0]), scalars: [loss, Double(tokens), Double(examples)]).encoded()
-        return SplitMessage(kind: .stepResult, round: request.round, step: request.step, body: body)
+        return SplitMessage(kind: .acknowledgement, round: request.round, step: request.step)
     }
 }

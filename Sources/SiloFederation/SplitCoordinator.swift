@@ -12,6 +12,19 @@ public enum SplitMode: String, Codable, Sendable, CaseIterable {
     case serverHierarchical = "server-hierarchical"
 }
 
+/// How the clients' own trainables (input and output parts) are kept in agreement.
+public enum ClientAggregation: String, Codable, Sendable, CaseIterable {
+    /// Every step: each client sends its gradients, the strategy combines them weighted by loss tokens,
+    /// and every client steps its own optimizer on the combined gradient (FedSGD). All clients hold the
+    /// same values and optimizer states, so client-batching equals centralized training on the stacked
+    /// batch exactly, with any optimizer (Adam's moments included).
+    case gradients
+    /// Every round (R = `localSteps` batches): each client steps on its own gradients with its own
+    /// optimizer state, then the strategy averages the values (FedAvg, weighted by examples). Fewer
+    /// messages; the clients' Adam states drift apart between aggregations.
+    case parameters
+}
+
 /// The rounds of a split run. A round: every client trains `localSteps` batches; then the clients'
 /// trainables are aggregated by the strategy (and, server-hierarchical, the server's replicas averaged).
 public struct SplitSchedule: Codable, Sendable, Equatable {
@@ -19,11 +32,27 @@ public struct SplitSchedule: Codable, Sendable, Equatable {
     public var rounds: Int
     /// R: batches per client per round.
     public var localSteps: Int
+    /// When the clients' trainables are aggregated: every step as gradients, or every round as values.
+    public var clientAggregation: ClientAggregation
 
-    public init(mode: SplitMode = .clientBatching, rounds: Int = 1, localSteps: Int = 1) {
+    public init(mode: SplitMode = .clientBatching, rounds: Int = 1, localSteps: Int = 1,
+                clientAggregation: ClientAggregation = .gradients) {
         self.mode = mode
         self.rounds = rounds
         self.localSteps = localSteps
+        self.clientAggregation = clientAggregation
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case mode, rounds, localSteps = "local_steps", clientAggregation = "client_aggregation"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        mode = try container.decode(SplitMode.self, forKey: .mode)
+        rounds = try container.decode(Int.self, forKey: .rounds)
+        localSteps = try container.decode(Int.self, forKey: .localSteps)
+        clientAggregation = try container.decodeIfPresent(ClientAggregation.self, forKey: .clientAggregation) ?? .gradients
     }
 
     /// The steps recorded by a run (one per server pass in serial mode; one per batch of all clients
@@ -82,13 +111,15 @@ public final class SplitCoordinator {
             switch schedule.mode {
             case .clientBatching:
                 for _ in 0..<schedule.localSteps {
-                    guard let record = try trainStep(clients: activeClients, round: round, step: step) else { continue }
+                    guard let (record, gradients) = try trainStep(clients: activeClients, round: round, step: step) else { continue }
+                    try synchronizeGradients(gradients, round: round, step: step)
                     records.append(record); onStep(record); step += 1
                 }
             case .serial:
                 for client in activeClients {
                     for _ in 0..<schedule.localSteps where activeClients.contains(client) {
-                        guard let record = try trainStep(clients: [client], round: round, step: step) else { continue }
+                        guard let (record, gradients) = try trainStep(clients: [client], round: round, step: step) else { continue }
+                        try synchronizeGradients(gradients, round: round, step: step)
                         records.append(record); onStep(record); step += 1
                     }
                 }
@@ -96,26 +127,33 @@ public final class SplitCoordinator {
                 for _ in 0..<schedule.localSteps {
                     let start = DispatchTime.now().uptimeNanoseconds
                     var parts: [StepRecord] = []
+                    var gradients: [ClientUpdate] = []
                     for client in activeClients {
                         try server.activateReplica(for: client)
-                        if let part = try trainStep(clients: [client], round: round, step: step) { parts.append(part) }
+                        if let (part, clientGradients) = try trainStep(clients: [client], round: round, step: step) {
+                            parts.append(part)
+                            gradients += clientGradients
+                        }
                     }
                     guard !parts.isEmpty else { continue }
+                    try synchronizeGradients(gradients, round: round, step: step)
                     let record = StepRecord.combining(parts, round: round, step: step,
                                                       seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
                     records.append(record); onStep(record); step += 1
                 }
                 try timer.measure(.serverCompute) { try server.averageReplicas() }
             }
-            try aggregateClients(round: round, step: step)
+            if schedule.clientAggregation == .parameters { try aggregateClients(round: round, step: step) }
         }
         return records
     }
 
     /// One server pass with `clients`: activations in, server output out, output gradients in,
     /// activation gradients out, results in.
-    /// Returns nil when every client of the pass dropped out (others remain for later passes).
-    private func trainStep(clients: [String], round: Int, step: Int) throws -> StepRecord? {
+    /// Returns the step's record and, with per-step gradient aggregation, each client's gradients
+    /// (weighted by its loss tokens); nil when every client of the pass dropped out (others remain for
+    /// later passes).
+    private func trainStep(clients: [String], round: Int, step: Int) throws -> (StepRecord, [ClientUpdate])? {
         let start = DispatchTime.now().uptimeNanoseconds
         let hidden = server.part.model.hiddenSize
         var participants: [String] = []
@@ -180,21 +218,58 @@ public final class SplitCoordinator {
 
         var losses: [String: Double] = [:]
         var weightedLoss = 0.0
+        var clientGradients: [ClientUpdate] = []
+        let holdStep: Double = schedule.clientAggregation == .gradients ? 1 : 0
         for (index, client) in participants.enumerated() where survivors[index] {
-            let body = timer.measure(.copying) { WireTensor(tensor: inputGradients[index]).encoded() }
+            let body = timer.measure(.copying) { WireTensor(tensor: inputGradients[index], scalars: [holdStep]).encoded() }
             guard let response = call(client, SplitMessage(kind: .activationGradients, round: round, step: step, body: body), expecting: .stepResult) else { continue }
             do {
-                let message = try WireTensor.decode(response.body, expectedRank: 1, what: "step result from client \(client), step \(step)")
+                let message = try timer.measure(.copying) {
+                    try WireTensor.decode(response.body, expectedRank: 1, what: "step result from client \(client), step \(step)")
+                }
                 guard message.scalars.count == 3 else { throw ProtocolError("step result from client \(client): \(message.scalars.count) scalars, expected 3") }
+                guard message.scalars[0].isFinite, message.scalars[1] == tokens[index] else {
+                    throw ProtocolError("step result from client \(client), step \(step): loss \(message.scalars[0]) over \(message.scalars[1]) tokens, the client announced \(tokens[index]) tokens")
+                }
                 losses[client] = message.scalars[0]
                 weightedLoss += weights[index] * message.scalars[0]
                 if schedule.mode == .serverHierarchical { server.recordExamples(Int(message.scalars[2])) }
+                if holdStep == 1 { clientGradients.append(ClientUpdate(clientID: client, values: message.tensor, weight: tokens[index])) }
             } catch {
                 drop(client, error)
             }
         }
-        return StepRecord(round: round, step: step, loss: weightedLoss, clientLosses: losses,
-                          seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        let record = StepRecord(round: round, step: step, loss: weightedLoss, clientLosses: losses,
+                                seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        return (record, clientGradients)
+    }
+
+    /// Per-step gradient aggregation: combines the clients' gradients with the strategy (weighted by
+    /// loss tokens: the gradient of the stacked batch's mean loss) and sends the result to every active
+    /// client, each of which steps its own optimizer on it. Does nothing with value aggregation.
+    private func synchronizeGradients(_ gradients: [ClientUpdate], round: Int, step: Int) throws {
+        guard schedule.clientAggregation == .gradients else { return }
+        // Every client trains the same adapters: the usual length is the right one; a client that sent
+        // another length, or a non-finite value, is dropped rather than failing the run.
+        var lengths: [Int: Int] = [:]
+        for update in gradients { lengths[update.values.count, default: 0] += 1 }
+        let expected = lengths.max { $0.value == $1.value ? $0.key > $1.key : $0.value < $1.value }?.key ?? 0
+        var received: [ClientUpdate] = []
+        for update in gradients where activeClients.contains(update.clientID) {
+            if update.values.shape != [expected] {
+                drop(update.clientID, ProtocolError("gradients from client \(update.clientID), step \(step): \(update.values.count) values, the other clients sent \(expected)"))
+            } else if let bad = update.values.toArray().firstIndex(where: { !$0.isFinite }) {
+                drop(update.clientID, ProtocolError("gradients from client \(update.clientID), step \(step): value \(update.values.toArray()[bad]) at index \(bad)"))
+            } else {
+                received.append(update)
+            }
+        }
+        guard !received.isEmpty else { _ = try skipped(round: round, step: step); return }
+        let combined = try timer.measure(.serverCompute) { try strategy.aggregate(received, previous: nil) }
+        let body = timer.measure(.copying) { WireTensor(tensor: combined).encoded() }
+        for client in activeClients {
+            _ = call(client, SplitMessage(kind: .gradientAggregate, round: round, step: step, body: body), expecting: .acknowledgement)
+        }
     }
 
     /// Collects every active client's trainables, aggregates them with the strategy and sends the result back.
@@ -247,9 +322,10 @@ public final class SplitCoordinator {
     }
 
     /// A pass none of whose clients answered: nil while other clients remain, else the run fails.
-    private func skipped(round: Int, step: Int) throws -> StepRecord? {
+    private func skipped(round: Int, step: Int) throws -> (StepRecord, [ClientUpdate])? {
         guard activeClients.isEmpty else { return nil }
-        return try noClientLeft(round: round, step: step)
+        _ = try noClientLeft(round: round, step: step)
+        return nil
     }
 
     private func noClientLeft(round: Int, step: Int) throws -> StepRecord {

@@ -12,9 +12,11 @@ public enum SplitMessageKind: String, Sendable, CaseIterable, Codable {
     case serverOutput = "server_output"
     /// client → server: dL/dh_b (B, T, C) and the number of loss tokens behind it.
     case outputGradients = "output_gradients"
-    /// server → client: dL/dh_a (B, T, C).
+    /// server → client: dL/dh_a (B, T, C); one scalar, 1 when the client must hold its optimizer step
+    /// and send its gradients (per-step gradient aggregation), 0 when it steps on its own.
     case activationGradients = "activation_gradients"
-    /// client → server: the step's loss and counts, after the client's optimizer step.
+    /// client → server: the step's loss and counts, after the client's optimizer step; with per-step
+    /// gradient aggregation, also the client's gradients of its trainables (flattened).
     case stepResult = "step_result"
     /// server → client: send your trainable values for aggregation.
     case adapterRequest = "adapter_request"
@@ -24,6 +26,9 @@ public enum SplitMessageKind: String, Sendable, CaseIterable, Codable {
     case aggregate
     /// client → server: acknowledgement.
     case acknowledgement
+    /// server → client: the clients' gradients combined (loss-token weighted); every client applies it
+    /// with its own optimizer, so their client-side trainables stay identical.
+    case gradientAggregate = "gradient_aggregate"
 }
 
 /// One plaintext message of the split protocol (what is sealed). The body is a ``WireTensor`` encoding.

@@ -37,9 +37,10 @@ final class SplitTrainingTests: XCTestCase {
         try LlamaModel(configuration: configuration, weights: TensorDictionary(weights), stages: stages)
     }
 
-    /// Two rows, T tokens each, exactly 3 labelled positions per row (so every client has the same
-    /// number of loss tokens), the rest prompt; row 1 is right-padded by `padding` positions.
-    static func batch(seed: UInt64, time: Int, padding: Int = 0) -> TrainingBatch {
+    /// Two rows, T tokens each, exactly `labelled` labelled positions per row (3 by default, so every
+    /// client has the same number of loss tokens), the rest prompt; row 1 is right-padded by `padding`
+    /// positions.
+    static func batch(seed: UInt64, time: Int, padding: Int = 0, labelled: Int = 3) -> TrainingBatch {
         var generator = SeededGenerator(seed: seed)
         var ids: [Int32] = [], labels: [Int32] = []
         for row in 0..<2 {
@@ -47,7 +48,7 @@ final class SplitTrainingTests: XCTestCase {
             let rowIds = (0..<time).map { $0 < length ? Int32.random(in: 1..<40, using: &generator) : 0 }
             ids += rowIds
             labels += (0..<time).map { position in
-                position >= length - 4 && position < length - 1 ? rowIds[position + 1] : -100
+                position >= length - 1 - labelled && position < length - 1 ? rowIds[position + 1] : -100
             }
         }
         return TrainingBatch(ids: ids, labels: labels, batch: 2, time: time)
@@ -67,7 +68,7 @@ final class SplitTrainingTests: XCTestCase {
     /// A split run: one coordinator, M clients with their batch lists, sealed in-memory transport.
     static func split(mode: SplitMode, clientBatches: [[TrainingBatch]], rounds: Int, localSteps: Int,
                       optimizer kind: OptimizerKind, adapters: AdapterSpecification = adapters,
-                      plan: SplitPlan? = nil) throws -> (records: [StepRecord], coordinator: SplitCoordinator, clients: [SplitClient]) {
+                      plan: SplitPlan? = nil, clientAggregation: ClientAggregation = .gradients) throws -> (records: [StepRecord], coordinator: SplitCoordinator, clients: [SplitClient]) {
         let plan = try plan ?? SplitPlan(layerCount: configuration.layerCount)
         let key = RandomKey(seed: 5)
         var clients: [SplitClient] = []
@@ -84,7 +85,8 @@ final class SplitTrainingTests: XCTestCase {
                                      optimizer: optimizer(kind))
         let transport = try InMemoryTransport(links: clients.map { try SessionProtection.link(for: $0) })
         let coordinator = SplitCoordinator(server: server, transport: transport,
-                                           schedule: SplitSchedule(mode: mode, rounds: rounds, localSteps: localSteps))
+                                           schedule: SplitSchedule(mode: mode, rounds: rounds, localSteps: localSteps,
+                                                                   clientAggregation: clientAggregation))
         return (try coordinator.run(), coordinator, clients)
     }
 
@@ -129,9 +131,59 @@ final class SplitTrainingTests: XCTestCase {
 
     // MARK: M clients batched equals centralized on the stacked batch
 
+    /// Asserts that every client's and the server's trainables end where the centralized ones end.
+    func assertSameTrainables(clients: [SplitClient], server: SplitServer, as trainer: CentralizedTrainer,
+                              tolerance: Float = 2e-5, file: StaticString = #filePath, line: UInt = #line) throws {
+        let centralValues = Dictionary(uniqueKeysWithValues: zip(trainer.part.trainableNames, trainer.part.trainableTensors))
+        for part in clients.map(\.part) + [server.part] {
+            for (name, tensor) in zip(part.trainableNames, part.trainableTensors) {
+                let expected = try XCTUnwrap(centralValues[name], name, file: file, line: line)
+                let error = zip(tensor.toArray(), expected.toArray()).map { abs($0 - $1) }.max() ?? 0
+                XCTAssertLessThan(error, tolerance, name, file: file, line: line)
+            }
+        }
+        // Client parts and the server part together cover every centralized trainable.
+        let covered = Set((clients.first.map { $0.part.trainableNames } ?? []) + server.part.trainableNames)
+        XCTAssertEqual(covered, Set(trainer.part.trainableNames), file: file, line: line)
+    }
+
     func testClientBatchingEqualsCentralizedOnConcatenatedBatch() throws {
-        // Three clients with different lengths; SGD and aggregation every step make FedAvg of the clients'
-        // updates exactly the centralized update (equal loss-token counts, so equal weights).
+        // Three clients with different lengths and different loss-token counts, AdamW, two steps per
+        // round: per-step gradient aggregation (the default) makes every client step on the gradient of
+        // the stacked batch's mean loss with identical optimizer states, i.e. exactly centralized training.
+        let steps = 6
+        let clientBatches = (0..<3).map { client in
+            (0..<steps).map { Self.batch(seed: UInt64(300 + 10 * client + $0), time: 6 + client, padding: client % 2, labelled: 2 + client) }
+        }
+        let stacked = (0..<steps).map { step in TrainingBatch.stacking(clientBatches.map { $0[step] }) }
+        let (reference, trainer) = try Self.centralized(stacked, optimizer: .adamW)
+        XCTAssertGreaterThan(abs(reference.first! - reference.last!), 0.05)
+        let run = try Self.split(mode: .clientBatching, clientBatches: clientBatches, rounds: 3, localSteps: 2, optimizer: .adamW)
+        XCTAssertTrue(run.coordinator.failures.isEmpty, "\(run.coordinator.failures)")
+        assertRelativelyClose(run.records.map(\.loss), reference)
+        try assertSameTrainables(clients: run.clients, server: run.coordinator.server, as: trainer)
+        // Every step sent one combined gradient to each client.
+        XCTAssertEqual(run.coordinator.transport.traffic.messages["gradient_aggregate"], 3 * steps)
+        XCTAssertNil(run.coordinator.transport.traffic.messages["adapter_update"])
+    }
+
+    func testSerialWithGradientAggregationEqualsCentralizedSequence() throws {
+        // Two clients taking turns (two steps each per round): every client applies every step's gradient,
+        // so the clients move as one model through the serial order of batches.
+        let clientBatches = (0..<2).map { client in
+            (0..<4).map { Self.batch(seed: UInt64(400 + 10 * client + $0), time: 5 + 2 * client, labelled: 2 + client) }
+        }
+        let sequence = Simulation.centralizedBatches(clientBatches: clientBatches,
+                                                     schedule: SplitSchedule(mode: .serial, rounds: 2, localSteps: 2))
+        let (reference, trainer) = try Self.centralized(sequence, optimizer: .adamW)
+        let run = try Self.split(mode: .serial, clientBatches: clientBatches, rounds: 2, localSteps: 2, optimizer: .adamW)
+        assertRelativelyClose(run.records.map(\.loss), reference)
+        try assertSameTrainables(clients: run.clients, server: run.coordinator.server, as: trainer)
+    }
+
+    func testParameterAggregationWithSGDEqualsCentralizedOnConcatenatedBatch() throws {
+        // Value aggregation (FedAvg every round): with SGD, one step per round and equal loss-token
+        // counts, the average of the clients' updates is exactly the centralized update.
         let steps = 4
         let clientBatches = (0..<3).map { client in
             (0..<steps).map { Self.batch(seed: UInt64(300 + 10 * client + $0), time: 5 + client, padding: client % 2) }
@@ -139,20 +191,25 @@ final class SplitTrainingTests: XCTestCase {
         let stacked = (0..<steps).map { step in TrainingBatch.stacking(clientBatches.map { $0[step] }) }
         let (reference, trainer) = try Self.centralized(stacked, optimizer: .sgd)
         XCTAssertGreaterThan(abs(reference.first! - reference.last!), 0.05)
-        let run = try Self.split(mode: .clientBatching, clientBatches: clientBatches, rounds: steps, localSteps: 1, optimizer: .sgd)
+        let run = try Self.split(mode: .clientBatching, clientBatches: clientBatches, rounds: steps, localSteps: 1,
+                                 optimizer: .sgd, clientAggregation: .parameters)
         assertRelativelyClose(run.records.map(\.loss), reference)
-        // The adapters end where the centralized ones end: client side and server side.
-        let centralValues = Dictionary(uniqueKeysWithValues: zip(trainer.part.trainableNames, trainer.part.trainableTensors))
-        var compared = 0
-        for part in [run.clients[1].part, run.coordinator.server.part] {
-            for (name, tensor) in zip(part.trainableNames, part.trainableTensors) {
-                let expected = try XCTUnwrap(centralValues[name], name)
-                let error = zip(tensor.toArray(), expected.toArray()).map { abs($0 - $1) }.max() ?? 0
-                XCTAssertLessThan(error, 2e-5, name)
-                compared += 1
-            }
+        try assertSameTrainables(clients: run.clients, server: run.coordinator.server, as: trainer)
+        XCTAssertEqual(run.coordinator.transport.traffic.messages["adapter_update"], 3 * steps)
+    }
+
+    func testParameterAggregationWithAdamDiffersFromCentralized() throws {
+        // Why gradients are the default: with AdamW and unequal token counts, per-client optimizer states
+        // and FedAvg of values leave the clients away from centralized training.
+        let clientBatches = (0..<2).map { client in
+            (0..<4).map { Self.batch(seed: UInt64(500 + 10 * client + $0), time: 6, labelled: 1 + 3 * client) }
         }
-        XCTAssertEqual(compared, trainer.part.trainableTensors.count)
+        let stacked = (0..<4).map { step in TrainingBatch.stacking(clientBatches.map { $0[step] }) }
+        let (reference, _) = try Self.centralized(stacked, optimizer: .adamW)
+        let run = try Self.split(mode: .clientBatching, clientBatches: clientBatches, rounds: 2, localSteps: 2,
+                                 optimizer: .adamW, clientAggregation: .parameters)
+        let gap = zip(run.records.map(\.loss), reference).map { abs($0 - $1) / max(abs($1), 1e-3) }.max() ?? 0
+        XCTAssertGreaterThan(gap, 1e-4)
     }
 
     // MARK: Parties and payloads

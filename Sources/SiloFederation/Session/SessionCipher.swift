@@ -103,11 +103,13 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let adapterRequest = MessageType(rawValue: 9)
     /// client → server: acknowledgement.
     public static let acknowledgement = MessageType(rawValue: 10)
+    /// server → client: the combined gradient of the client-side trainables for this step.
+    public static let gradientAggregate = MessageType(rawValue: 11)
 
     static let names: [UInt8: String] = [
         0: "control", 1: "activations", 2: "activation_gradients", 3: "server_output", 4: "output_gradients",
         5: "adapter_update", 6: "aggregate", 7: "step_begin", 8: "step_result", 9: "adapter_request",
-        10: "acknowledgement",
+        10: "acknowledgement", 11: "gradient_aggregate",
     ]
 
     public var description: String { MessageType.names[rawValue] ?? "message type \(rawValue)" }
