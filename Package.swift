@@ -28,9 +28,11 @@ let package = Package(
             pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"])]
         ),
+        // Hand-vectorised kernels (quantised GEMV) compiled per function for AVX2/AVX-512, dispatched at run time.
+        .target(name: "CSiloKernels", cSettings: [.unsafeFlags(["-O3"])]),
         .target(
             name: "SiloTensor",
-            dependencies: ["CBLAS"],
+            dependencies: ["CBLAS", "CSiloKernels"],
             swiftSettings: [.unsafeFlags(["-Ounchecked", "-Xcc", "-fno-math-errno"], .when(configuration: .release))]
         ),
         .target(name: "SiloModels", dependencies: ["SiloTensor"]),
