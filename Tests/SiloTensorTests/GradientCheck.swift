@@ -47,11 +47,11 @@ func checkGradients(
             : (0..<48).map { _ in Int(generator.next() % UInt64(input.count)) }
         for position in positions {
             var values = leaves.map { $0.detached() }
-            var plus = input.contiguousCopy()
+            let plus = input.contiguousCopy()
             plus.pointer[position] += epsilon
             values[index] = plus
             let lossPlus = try loss(values)
-            var minus = input.contiguousCopy()
+            let minus = input.contiguousCopy()
             minus.pointer[position] -= epsilon
             values[index] = minus
             let lossMinus = try loss(values)
