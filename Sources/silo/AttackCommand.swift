@@ -18,7 +18,7 @@ struct Attack: ParsableCommand {
             discussion: """
             With no --config: SmolLM2-135M, BoolQ passages (64 tokens), 384 shadow texts of a colluding client, 48 victim \
             texts; the client keeps the embedding only (k = 0), 1 block or 2 blocks; Gaussian noise multipliers 0, 0.001, \
-            0.01, 0.1 on the clipped activations. Writes OUTPUT/results.json and OUTPUT/report.html; --json prints the \
+            0.01, 0.1 on the clipped activations; codecs none, quantize-8 and kmeans-16 (16 centroids per text). Writes OUTPUT/results.json and OUTPUT/report.html; --json prints the \
             results object (its `results` rows have cut, noise, compression, bleu4, rouge1, token_recovery).
             """
         )

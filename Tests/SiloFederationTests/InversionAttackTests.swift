@@ -68,6 +68,24 @@ final class InversionAttackTests: XCTestCase {
         XCTAssertEqual(result.nonZeroRows, result.batchTokens)
     }
 
+    func testGaussianEpsilonMatchesDPAccountingPLD() {
+        // (z, δ, ε) from Scripts/fixtures/gaussian_mechanism.py: dp_accounting 0.4.4's privacy-loss
+        // distribution of the Gaussian mechanism (pessimistic by at most its discretisation interval).
+        let cases: [(Double, Double, Double)] = [
+            (0.5, 1e-05, 9.997256150250443),
+            (1.0, 1e-05, 4.377178100028768),
+            (2.0, 1e-05, 1.9930914079101507),
+            (5.0, 0.001, 0.45392016662411117),
+            (0.1, 1e-05, 91.81728962350326),
+            (0.01, 1e-05, 5426.499999998006),
+        ]
+        for (z, delta, reference) in cases {
+            let epsilon = InversionAttack.gaussianEpsilon(noiseMultiplier: z, delta: delta)
+            XCTAssertLessThanOrEqual(epsilon, reference * (1 + 1e-6), "z \(z)")
+            XCTAssertGreaterThanOrEqual(epsilon, reference * (1 - 2e-3), "z \(z)")
+        }
+    }
+
     func testCodecsAndConfigurationAreChecked() throws {
         XCTAssertThrowsError(try ActivationCodec("zip")) { error in
             XCTAssertTrue("\(error)".contains("compressions: unknown codec 'zip'"), "\(error)")

@@ -33,7 +33,7 @@ public struct InversionAttackConfiguration: Codable, Sendable, Equatable {
     /// Codecs applied to the activations before they leave the client: "none", or "quantize-8"/"quantize-4"
     /// (blockwise absmax) and "kmeans-K" (rows replaced by the nearest of K centroids per text) when
     /// the compression codecs are available.
-    public var compressions = ["none"]
+    public var compressions = ["none", "quantize-8", "kmeans-16"]
     /// Ridge regularisation, relative to the mean diagonal of the shadow activations' covariance.
     public var ridge = 1e-4
     /// δ of the per-step (ε, δ) reported for each noise level (a Gaussian mechanism, sampling rate 1).
@@ -364,16 +364,29 @@ public enum InversionAttack {
     /// ε of one Gaussian mechanism with noise multiplier z (σ = z × sensitivity), by the analytic
     /// formula of Balle & Wang (2018): the smallest ε with Φ(Δ/2σ − εσ/Δ) − e^ε Φ(−Δ/2σ − εσ/Δ) ≤ δ.
     public static func gaussianEpsilon(noiseMultiplier z: Double, delta: Double) -> Double {
-        func phi(_ x: Double) -> Double { 0.5 * erfc(-x / 2.squareRoot()) }
-        func deltaFor(_ epsilon: Double) -> Double {
-            let a = 1 / (2 * z), b = epsilon * z
-            return phi(a - b) - exp(epsilon) * phi(-a - b)
+        // log Φ(x), accurate far into the lower tail (asymptotic series below −8).
+        func logPhi(_ x: Double) -> Double {
+            if x > -8 { return log(0.5 * erfc(-x / 2.squareRoot())) }
+            let inverse = 1 / (x * x)
+            let series = 1 - inverse + 3 * inverse * inverse - 15 * inverse * inverse * inverse
+            return -x * x / 2 - log(-x) - 0.5 * log(2 * Double.pi) + log(series)
         }
+        // log δ(ε) = log[Φ(a − b) − e^ε Φ(−a − b)], a = 1/(2z), b = εz (sensitivity 1, σ = z).
+        func logDelta(_ epsilon: Double) -> Double {
+            let a = 1 / (2 * z), b = epsilon * z
+            let first = logPhi(a - b), second = epsilon + logPhi(-a - b)
+            let ratio = exp(min(second - first, 0))
+            return ratio >= 1 ? -.infinity : first + log1p(-ratio)
+        }
+        let target = log(delta)
         var low = 0.0, high = 1.0
-        while deltaFor(high) > delta { high *= 2; if high > 1e12 { return .infinity } }
+        while logDelta(high) > target {
+            high *= 2
+            if high > 1e12 { return .infinity }
+        }
         for _ in 0..<200 {
             let middle = (low + high) / 2
-            if deltaFor(middle) > delta { low = middle } else { high = middle }
+            if logDelta(middle) > target { low = middle } else { high = middle }
         }
         return high
     }
