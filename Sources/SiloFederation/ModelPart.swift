@@ -63,7 +63,11 @@ public final class ModelPart {
 
     /// All trainable values flattened in order.
     public func flattenedValues() -> Tensor {
-        let parts = adapterSets.map { $0.flattenedValues() }
+        concatenated(adapterSets.map { $0.flattenedValues() })
+    }
+
+    /// One vector of the adapter sets' vectors, in order.
+    private func concatenated(_ parts: [Tensor]) -> Tensor {
         if parts.count == 1 { return parts[0] }
         let out = Tensor.empty([trainableCount])
         var offset = 0
@@ -76,15 +80,7 @@ public final class ModelPart {
 
     /// All trainable gradients flattened in ``flattenedValues()`` order; zeros where none arrived.
     public func flattenedGradients() -> Tensor {
-        let parts = adapterSets.map { $0.flattenedGradients() }
-        if parts.count == 1 { return parts[0] }
-        let out = Tensor.empty([trainableCount])
-        var offset = 0
-        for part in parts {
-            (out.pointer + offset).update(from: part.pointer, count: part.count)
-            offset += part.count
-        }
-        return out
+        concatenated(adapterSets.map { $0.flattenedGradients() })
     }
 
     /// Replaces every trainable tensor's gradient from a vector in ``flattenedValues()`` order.

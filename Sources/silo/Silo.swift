@@ -5,6 +5,6 @@ struct Silo: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "silo",
         abstract: "Fine-tune language models on private data that never leaves its owners.",
-        subcommands: [Simulate.self, Models.self, DataCommand.self, Generate.self, Tokenize.self, Score.self, Bench.self, Attack.self]
+        subcommands: [Simulate.self, Models.self, DataCommand.self, Generate.self, Tokenize.self, Score.self, Bench.self, Attack.self, Privacy.self]
     )
 }

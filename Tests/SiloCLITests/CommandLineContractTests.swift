@@ -100,4 +100,23 @@ final class CommandLineContractTests: XCTestCase {
             XCTAssertTrue(text.contains(command), "silo --help lacks \(command):\n\(text)")
         }
     }
+
+    // MARK: silo privacy (issue 6): one case of Tests/SiloPrivacyTests/Fixtures/dp_accounting.json
+
+    func testPrivacyEpsilonAndNoiseMatchDPAccounting() throws {
+        let epsilon = try run(["privacy", "epsilon", "--noise-multiplier", "1.1", "--sample-rate", "0.01", "--steps", "10000", "--delta", "1e-5", "--json"])
+        XCTAssertEqual(epsilon.status, 0, epsilon.error)
+        // dp_accounting 0.4.4: RDP ε 5.632010670081592, PLD ε 5.1963.
+        XCTAssertEqual(try XCTUnwrap(try json(epsilon.output)["epsilon"] as? Double), 5.632010670081592, accuracy: 1e-6)
+        let noise = try run(["privacy", "noise", "--epsilon", "5.632010670081592", "--sample-rate", "0.01", "--steps", "10000", "--delta", "1e-5", "--json"])
+        XCTAssertEqual(noise.status, 0, noise.error)
+        XCTAssertEqual(try XCTUnwrap(try json(noise.output)["noise_multiplier"] as? Double), 1.1, accuracy: 1e-4)
+    }
+
+    func testPrivacyRefusesInvalidParameters() throws {
+        let result = try run(["privacy", "epsilon", "--noise-multiplier", "1", "--sample-rate", "1.5", "--steps", "10", "--delta", "1e-5", "--json"])
+        XCTAssertNotEqual(result.status, 0)
+        XCTAssertTrue(result.error.contains("sample rate 1.5 is outside (0, 1]"), result.error)
+        XCTAssertTrue(result.output.isEmpty)
+    }
 }
