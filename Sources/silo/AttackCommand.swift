@@ -8,7 +8,7 @@ import Yams
 struct Attack: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the built-in privacy attacks against split learning and federated LoRA.",
-        subcommands: [Inversion.self]
+        subcommands: [Inversion.self, Membership.self]
     )
 
     /// `silo attack inversion`: decode a victim's text from the smashed activations the server receives.
@@ -49,6 +49,49 @@ struct Attack: ParsableCommand {
             try AttackReport.inversion(report).write(to: outputURL.appendingPathComponent("report.html"))
             standardError(AttackReport.inversionTable(report))
             standardError("results: \(outputURL.appendingPathComponent("results.json").path)\nreport:  \(outputURL.appendingPathComponent("report.html").path)")
+            if json { print(String(decoding: data, as: UTF8.self)) }
+        }
+    }
+}
+
+extension Attack {
+    /// `silo attack membership`: loss-threshold membership inference against adapters trained with and without DP.
+    struct Membership: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Membership inference (loss threshold) on LoRA adapters trained without DP and with DP-SGD at several ε; prints AUC vs ε.",
+            discussion: "Defaults: SmolLM2-135M, BoolQ, 32 members, 64 non-members, 8 epochs of Poisson-sampled batches of 4, ε = 8, 4, 2 (δ = 1e-5)."
+        )
+
+        @Option(help: "A YAML or JSON configuration file (keys as in --print-default-config).")
+        var config: String?
+
+        @Option(help: "Folder for results.json.")
+        var output = "silo-attack-membership"
+
+        @Flag(help: "Also print results.json on standard output at the end.")
+        var json = false
+
+        @Flag(name: .customLong("print-default-config"), help: "Print the default configuration as YAML and exit.")
+        var printDefaultConfig = false
+
+        func run() throws {
+            if printDefaultConfig {
+                print(try YAMLEncoder().encode(MembershipAttackConfiguration()))
+                return
+            }
+            let configuration: MembershipAttackConfiguration = try config.map { try loadConfigurationFile($0) } ?? MembershipAttackConfiguration()
+            let outputURL = URL(fileURLWithPath: output, isDirectory: true)
+            try FileManager.default.createDirectory(at: outputURL, withIntermediateDirectories: true)
+            let report = try MembershipInference.run(configuration) { standardError("» \($0)") }
+            let data = try resultsEncoder().encode(report)
+            try data.write(to: outputURL.appendingPathComponent("results.json"), options: .atomic)
+            let rows = report.results.map { row in
+                [row.targetEpsilon.map { String(format: "%g", $0) } ?? "no DP", row.epsilon.map { String(format: "%.2f", $0) } ?? "∞",
+                 row.noiseMultiplier.map { String(format: "%.3f", $0) } ?? "0", String(format: "%.3f", row.auc),
+                 String(format: "%.3f", row.memberLoss), String(format: "%.3f", row.nonMemberLoss), String(format: "%.3f", row.heldOutAccuracy)]
+            }
+            standardError(TextTable(headers: ["target ε", "ε spent", "noise z", "attack AUC", "member loss", "non-member loss", "held-out accuracy"], rows: rows).render())
+            standardError("results: \(outputURL.appendingPathComponent("results.json").path)")
             if json { print(String(decoding: data, as: UTF8.self)) }
         }
     }
