@@ -188,7 +188,8 @@ public enum Simulation {
         let before = try evaluate(scorer)
 
         let schedule = SplitSchedule(mode: configuration.split.mode, rounds: configuration.split.rounds,
-                                     localSteps: configuration.split.localSteps)
+                                     localSteps: configuration.split.localSteps,
+                                     clientAggregation: configuration.split.clientAggregation)
         let transport = InMemoryTransport(links: try clients.map { try SessionProtection.link(for: $0) }, timer: timer)
         let coordinator = SplitCoordinator(server: server, transport: transport, schedule: schedule, timer: timer,
                                            log: { onEvent(.message($0)) })

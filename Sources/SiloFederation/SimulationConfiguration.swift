@@ -65,9 +65,12 @@ public struct SimulationConfiguration: Codable, Sendable, Equatable {
         public var localSteps: Int = 1
         /// Allow k = 0 (attack experiments only).
         public var allowUnsafeCut: Bool = false
+        /// `gradients` (every step; exact centralized equivalence) or `parameters` (FedAvg of values per round).
+        public var clientAggregation: ClientAggregation = .gradients
 
         enum CodingKeys: String, CodingKey, CaseIterable {
-            case mode, k, j, rounds, localSteps = "local_steps", allowUnsafeCut = "allow_unsafe_cut"
+            case mode, k, j, rounds, localSteps = "local_steps", allowUnsafeCut = "allow_unsafe_cut",
+                 clientAggregation = "client_aggregation"
         }
     }
 
@@ -219,6 +222,7 @@ extension SimulationConfiguration.Split {
         rounds = try container.decodeIfPresent(Int.self, forKey: .rounds) ?? rounds
         localSteps = try container.decodeIfPresent(Int.self, forKey: .localSteps) ?? localSteps
         allowUnsafeCut = try container.decodeIfPresent(Bool.self, forKey: .allowUnsafeCut) ?? allowUnsafeCut
+        clientAggregation = try container.decodeIfPresent(ClientAggregation.self, forKey: .clientAggregation) ?? clientAggregation
     }
 }
 
