@@ -3,11 +3,12 @@ import Foundation
 import SiloModels
 import SiloTensor
 import CBLAS
+import SiloCompression
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks that print numbers (not tests).",
-        subcommands: [TrainStep.self, GEMMShapes.self]
+        subcommands: [TrainStep.self, GEMMShapes.self, KMeansBench.self]
     )
 }
 
@@ -250,6 +251,39 @@ struct GEMMShapes: ParsableCommand {
         } else {
             print(String(format: "all GEMMs of one step: %.3f s for %.1f GFLOP = %.1f GFLOP/s (%@)", total, flops / 1e9,
                          flops / total / 1e9, SGEMMProbe.coreName))
+        }
+    }
+}
+
+/// `silo bench kmeans`: k-means++ and exactly I Lloyd iterations on the rows of a 2-D safetensors tensor.
+struct KMeansBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kmeans",
+        abstract: "Cluster the rows of a 2-D tensor (k-means++ seeding, exactly I Lloyd iterations unless converged); print seconds (without loading) and inertia."
+    )
+
+    @Option(help: "A .safetensors file.") var input: String
+    @Option(help: "The name of a 2-D tensor in it.") var tensor: String
+    @Option(help: "Clusters.") var k: Int
+    @Option(help: "Lloyd iterations.") var iterations: Int = 20
+    @Option(help: "Seed of the k-means++ initialisation.") var seed: UInt64 = 0
+    @Flag(help: "Print one JSON object.") var json = false
+
+    func run() throws {
+        let file = try SafeTensorsFile(contentsOf: URL(fileURLWithPath: input))
+        guard let info = file.info(tensor) else {
+            throw ValidationError("\(input): no tensor named '\(tensor)' (it has \(file.names.prefix(5).joined(separator: ", "))\(file.names.count > 5 ? ", …" : ""))")
+        }
+        guard info.shape.count == 2 else { throw ValidationError("\(input): tensor '\(tensor)' has shape \(info.shape), expected 2-D (rows, columns)") }
+        guard k >= 1, k <= info.shape[0] else { throw ValidationError("--k \(k) must be in 1 ... \(info.shape[0]) (the rows of '\(tensor)')") }
+        let values = try file.tensor(tensor).toArray()
+        let start = DispatchTime.now().uptimeNanoseconds
+        let result = try KMeans(clusters: k, iterations: iterations, seed: seed).fit(values, rows: info.shape[0], columns: info.shape[1])
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        if json {
+            print("{\"seconds\": \(seconds), \"inertia\": \(result.inertia), \"iterations\": \(result.iterations), \"rows\": \(info.shape[0]), \"columns\": \(info.shape[1]), \"k\": \(k)}")
+        } else {
+            print(String(format: "k-means: %d x %d into %d clusters, %d iterations: %.3f s, inertia %.6g", info.shape[0], info.shape[1], k, result.iterations, seconds, result.inertia))
         }
     }
 }

@@ -1,1 +1,0 @@
-// SiloCompression: k-means and the traffic codecs; see README.md (Architecture).
