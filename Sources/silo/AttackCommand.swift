@@ -23,33 +23,20 @@ struct Attack: ParsableCommand {
             """
         )
 
-        @Option(help: "A YAML or JSON configuration file (keys as in --print-default-config; unknown keys are errors).")
-        var config: String?
-
+        @OptionGroup var options: AttackOptions
         @Option(help: "Folder for results.json and report.html.")
         var output = "silo-attack"
 
-        @Flag(help: "Also print results.json on standard output at the end.")
-        var json = false
-
-        @Flag(name: .customLong("print-default-config"), help: "Print the default configuration as YAML and exit.")
-        var printDefaultConfig = false
-
         func run() throws {
-            if printDefaultConfig {
-                print(try YAMLEncoder().encode(InversionAttackConfiguration()))
-                return
-            }
-            let configuration: InversionAttackConfiguration = try config.map { try loadConfigurationFile($0) } ?? InversionAttackConfiguration()
-            let outputURL = URL(fileURLWithPath: output, isDirectory: true)
-            try FileManager.default.createDirectory(at: outputURL, withIntermediateDirectories: true)
+            guard let configuration: InversionAttackConfiguration = try options.configuration() else { return }
+            let outputURL = try options.outputFolder(output)
             let report = try InversionAttack.run(configuration) { standardError("» \($0)") }
             let data = try resultsEncoder().encode(report)
             try data.write(to: outputURL.appendingPathComponent("results.json"), options: .atomic)
             try AttackReport.inversion(report).write(to: outputURL.appendingPathComponent("report.html"))
             standardError(AttackReport.inversionTable(report))
             standardError("results: \(outputURL.appendingPathComponent("results.json").path)\nreport:  \(outputURL.appendingPathComponent("report.html").path)")
-            if json { print(String(decoding: data, as: UTF8.self)) }
+            if options.json { print(String(decoding: data, as: UTF8.self)) }
         }
     }
 }
@@ -62,26 +49,13 @@ extension Attack {
             discussion: "Defaults: SmolLM2-135M, BoolQ, 32 members, 64 non-members, 8 epochs of Poisson-sampled batches of 4, ε = 8, 4, 2 (δ = 1e-5)."
         )
 
-        @Option(help: "A YAML or JSON configuration file (keys as in --print-default-config).")
-        var config: String?
-
+        @OptionGroup var options: AttackOptions
         @Option(help: "Folder for results.json.")
         var output = "silo-attack-membership"
 
-        @Flag(help: "Also print results.json on standard output at the end.")
-        var json = false
-
-        @Flag(name: .customLong("print-default-config"), help: "Print the default configuration as YAML and exit.")
-        var printDefaultConfig = false
-
         func run() throws {
-            if printDefaultConfig {
-                print(try YAMLEncoder().encode(MembershipAttackConfiguration()))
-                return
-            }
-            let configuration: MembershipAttackConfiguration = try config.map { try loadConfigurationFile($0) } ?? MembershipAttackConfiguration()
-            let outputURL = URL(fileURLWithPath: output, isDirectory: true)
-            try FileManager.default.createDirectory(at: outputURL, withIntermediateDirectories: true)
+            guard let configuration: MembershipAttackConfiguration = try options.configuration() else { return }
+            let outputURL = try options.outputFolder(output)
             let report = try MembershipInference.run(configuration) { standardError("» \($0)") }
             let data = try resultsEncoder().encode(report)
             try data.write(to: outputURL.appendingPathComponent("results.json"), options: .atomic)
@@ -92,10 +66,42 @@ extension Attack {
             }
             standardError(TextTable(headers: ["target ε", "ε spent", "noise z", "attack AUC", "member loss", "non-member loss", "held-out accuracy"], rows: rows).render())
             standardError("results: \(outputURL.appendingPathComponent("results.json").path)")
-            if json { print(String(decoding: data, as: UTF8.self)) }
+            if options.json { print(String(decoding: data, as: UTF8.self)) }
         }
     }
 }
+
+/// The options every attack command shares.
+struct AttackOptions: ParsableArguments {
+    @Option(help: "A YAML or JSON configuration file (keys as in --print-default-config; unknown keys are errors).")
+    var config: String?
+
+    @Flag(help: "Also print results.json on standard output at the end.")
+    var json = false
+
+    @Flag(name: .customLong("print-default-config"), help: "Print the default configuration as YAML and exit.")
+    var printDefaultConfig = false
+
+    /// The configuration to run, or nil after printing the default.
+    func configuration<T: Codable>() throws -> T? where T: DefaultConstructible {
+        if printDefaultConfig {
+            print(try YAMLEncoder().encode(T()))
+            return nil
+        }
+        return try config.map { try loadConfigurationFile($0) } ?? T()
+    }
+
+    func outputFolder(_ path: String) throws -> URL {
+        let url = URL(fileURLWithPath: path, isDirectory: true)
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }
+}
+
+/// A configuration with an embedded default.
+protocol DefaultConstructible { init() }
+extension InversionAttackConfiguration: DefaultConstructible {}
+extension MembershipAttackConfiguration: DefaultConstructible {}
 
 /// JSON as the results files write it: sorted keys, non-finite numbers as strings.
 func resultsEncoder() -> JSONEncoder {

@@ -72,24 +72,7 @@ struct Simulate: ParsableCommand {
     }
 
     private func loadConfiguration() throws -> SimulationConfiguration {
-        guard let config else { return SimulationConfiguration() }
-        let text: String
-        do {
-            text = try String(contentsOfFile: config, encoding: .utf8)
-        } catch {
-            throw ValidationError("cannot read the configuration \(config): \(error.localizedDescription)")
-        }
-        do {
-            return try YAMLDecoder().decode(SimulationConfiguration.self, from: text)
-        } catch let error as ConfigurationError {
-            throw ValidationError("\(config): \(error)")
-        } catch let DecodingError.typeMismatch(type, context), let DecodingError.valueNotFound(type, context) {
-            throw ValidationError("\(config): \(context.codingPath.map(\.stringValue).joined(separator: ".")): expected \(type) (\(context.debugDescription))")
-        } catch let DecodingError.dataCorrupted(context) {
-            throw ValidationError("\(config): \(context.codingPath.map(\.stringValue).joined(separator: ".")): \(context.debugDescription)")
-        } catch {
-            throw ValidationError("\(config): \(error)")
-        }
+        try config.map { try loadConfigurationFile($0) } ?? SimulationConfiguration()
     }
 }
 
