@@ -78,63 +78,37 @@ public struct KMeans: Sendable {
         return Result(centroids: centroids, assignments: assignments, inertia: inertia, iterations: run)
     }
 
-    /// Greedy k-means++ (Arthur & Vassilvitskii 2007; the variant scikit-learn runs): the first centre
-    /// uniformly; then 2 + ⌊ln k⌋ candidates drawn with probability ∝ squared distance to the nearest
-    /// chosen centre, and the one that lowers the total the most is kept. One GEMM (n × candidates) per
-    /// centre updates the distances.
+    /// k-means++ (Arthur & Vassilvitskii 2007): the first centre uniformly, each next one with
+    /// probability ∝ its squared distance to the nearest chosen centre; distances updated by one GEMV.
     func plusPlus(_ data: [Float], rows n: Int, columns d: Int, rowNorms: [Float]) -> [Float] {
         let key = RandomKey(seed: seed).split("k-means++")
-        let trials = 2 + Int(log(Double(clusters)))
         var centroids = [Float](repeating: 0, count: clusters * d)
-        var nearest = [Float](repeating: 0, count: n)
-        let first = Int(key.bits(0) % UInt64(n))
-        centroids.replaceSubrange(0..<d, with: data[(first * d)..<((first + 1) * d)])
-        var products = [Float](repeating: 0, count: n * trials)
-        var candidateRows = [Float](repeating: 0, count: trials * d)
-        // Distances to the first centre.
-        data.withUnsafeBufferPointer { x in
-            products.withUnsafeMutableBufferPointer { y in
-                cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(n), Int32(d), 1, x.baseAddress!, Int32(d), x.baseAddress! + first * d, 1, 0, y.baseAddress!, 1)
-            }
-        }
-        for row in 0..<n { nearest[row] = max(rowNorms[row] - 2 * products[row] + rowNorms[first], 0) }
-        // Cumulative sums for sampling ∝ distance.
-        var cumulative = [Double](repeating: 0, count: n)
-        for cluster in 1..<max(clusters, 1) {
-            var running = 0.0
-            for row in 0..<n { running += Double(nearest[row]); cumulative[row] = running }
-            var candidates: [Int] = []
-            for trial in 0..<trials {
-                let target = Double(key.uniform(UInt64(cluster * 64 + trial))) * running
-                var low = 0, high = n - 1
-                while low < high { let middle = (low + high) / 2; if cumulative[middle] <= target { low = middle + 1 } else { high = middle } }
-                candidates.append(low)
-            }
-            for (index, row) in candidates.enumerated() {
-                candidateRows.replaceSubrange((index * d)..<((index + 1) * d), with: data[(row * d)..<((row + 1) * d)])
-            }
-            data.withUnsafeBufferPointer { x in
-                candidateRows.withUnsafeBufferPointer { c in
-                    products.withUnsafeMutableBufferPointer { p in
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(trials), Int32(d), 1,
-                                    x.baseAddress!, Int32(d), c.baseAddress!, Int32(d), 0, p.baseAddress!, Int32(trials))
-                    }
-                }
-            }
-            var bestTrial = 0
-            var bestPotential = Double.infinity
-            for (index, candidate) in candidates.enumerated() {
-                var potential = 0.0
-                for row in 0..<n {
-                    potential += Double(min(nearest[row], max(rowNorms[row] - 2 * products[row * trials + index] + rowNorms[candidate], 0)))
-                }
-                if potential < bestPotential { bestPotential = potential; bestTrial = index }
-            }
-            let chosen = candidates[bestTrial]
-            for row in 0..<n {
-                nearest[row] = min(nearest[row], max(rowNorms[row] - 2 * products[row * trials + bestTrial] + rowNorms[chosen], 0))
-            }
+        var nearest = [Float](repeating: .infinity, count: n)
+        var products = [Float](repeating: 0, count: n)
+        var chosen = Int(key.bits(0) % UInt64(n))
+        for cluster in 0..<clusters {
             centroids.replaceSubrange((cluster * d)..<((cluster + 1) * d), with: data[(chosen * d)..<((chosen + 1) * d)])
+            if cluster == clusters - 1 { break }
+            data.withUnsafeBufferPointer { x in
+                products.withUnsafeMutableBufferPointer { y in
+                    cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(n), Int32(d), 1, x.baseAddress!, Int32(d),
+                                x.baseAddress! + chosen * d, 1, 0, y.baseAddress!, 1)
+                }
+            }
+            var total = 0.0
+            let centreNorm = rowNorms[chosen]
+            for row in 0..<n {
+                let distance = max(rowNorms[row] - 2 * products[row] + centreNorm, 0)
+                if distance < nearest[row] { nearest[row] = distance }
+                total += Double(nearest[row])
+            }
+            guard total > 0 else { chosen = (chosen + 1) % n; continue }
+            var target = Double(key.uniform(UInt64(cluster + 1))) * total
+            chosen = n - 1
+            for row in 0..<n {
+                target -= Double(nearest[row])
+                if target < 0 { chosen = row; break }
+            }
         }
         return centroids
     }
