@@ -48,8 +48,11 @@ public struct SimulationResults: Codable, Sendable {
     public var notes: [String]
     public var configuration: SimulationConfiguration
     public var seconds: Double
+    /// Federated LoRA: rounds, privacy ledger, bytes (nil in split mode).
+    public var federated: FederatedResults? = nil
 
     enum CodingKeys: String, CodingKey {
+        case federated
         case mode, clients, steps, model, task, plan, trainLoss = "train_loss", evalBefore = "eval_before",
              evalAfter = "eval_after", centralized, bytes, messages, secondsPerStep = "seconds_per_step", timings,
              examplesPerClient = "examples_per_client", evaluationExamples = "evaluation_examples", failures, notes,
@@ -73,97 +76,34 @@ public enum Simulation {
     public static func run(_ configuration: SimulationConfiguration, modelStore: ModelStore = ModelStore(),
                            dataStore: DataStore = DataStore(), onEvent: @escaping (SimulationEvent) -> Void = { _ in }) throws -> SimulationResults {
         try configuration.validate()
+        if configuration.mode == "federated-lora" {
+            return try FederatedLoRASimulation.run(configuration, modelStore: modelStore, dataStore: dataStore, onEvent: onEvent)
+        }
         let started = DispatchTime.now().uptimeNanoseconds
         let seed = configuration.seed
         let key = RandomKey(seed: seed)
-        let task = try TaskName(rawValue: configuration.task).unwrap(or: ConfigurationError("task: unknown task '\(configuration.task)'"))
-        let template = task.template
-        let generation = !template.isClassification
-
-        onEvent(.phase("loading \(configuration.model)", total: 0))
-        let modelURL = try modelStore.resolve(configuration.model)
-        let tokenizer = modelURL.pathExtension.lowercased() == "gguf"
-            ? try Tokenizer(ggufFile: GGUFFile(contentsOf: modelURL)) : try Tokenizer(directory: modelURL)
-        let layerCount = try Checkpoint.load(modelURL, stages: [.embedding]).layerCount
-        let plan = try SplitPlan(layerCount: layerCount, inputBlocks: configuration.split.k, outputBlocks: configuration.split.j,
+        let prepared = try prepare(configuration, modelStore: modelStore, dataStore: dataStore, onEvent: onEvent)
+        let modelURL = prepared.modelURL, task = prepared.task, evaluate = prepared.evaluate
+        let evaluationExamples = prepared.evaluationCount
+        let plan = try SplitPlan(layerCount: prepared.layerCount, inputBlocks: configuration.split.k, outputBlocks: configuration.split.j,
                                  allowingUnsafeCut: configuration.split.allowUnsafeCut)
-        var notes: [String] = ["split: \(plan)"]
+        var notes: [String] = ["split: \(plan)"] + prepared.notes
         if plan.isUnsafe { notes.append("UNSAFE cut: k = 0 leaves only the embedding on the client (attack experiments only)") }
-
-        // Data: the task's training pool shared out among clients, or each client's own file.
-        onEvent(.phase("preparing \(task) data", total: 0))
-        let taskData = try dataStore.load(task)
-        notes += taskData.notes
-        let clientIDs = (0..<configuration.clients).map { "client-\($0 + 1)" }
-        var clientExamples: [Result<[Example], any Error>]
-        if let files = configuration.data.clientFiles {
-            clientExamples = files.map { path in Result { try Dataset.load(file: URL(fileURLWithPath: path), task: task) } }
-        } else {
-            let order = seededPermutation(count: taskData.train.count, key: key.split("train-pool"))
-            let pool = order.prefix(configuration.data.trainExamples).map { taskData.train[$0] }
-            let partition: Partition
-            switch configuration.partition.kind {
-            case "label-skew": partition = .labelSkew(classesPerClient: configuration.partition.classesPerClient)
-            case "dirichlet": partition = .dirichlet(alpha: configuration.partition.alpha)
-            default: partition = .iid
-            }
-            clientExamples = try partition.assign(Array(pool), clients: configuration.clients, seed: seed).map { .success($0) }
-        }
         let stepsPerClient = configuration.split.rounds * configuration.split.localSteps
-        var failures: [SimulationResults.Failure] = []
+        var failures = prepared.failures
         var clientBatches: [String: [TrainingBatch]] = [:]
-        var examplesPerClient: [String: Int] = [:]
-        for (index, id) in clientIDs.enumerated() {
-            do {
-                let examples = try clientExamples[index].get()
-                guard !examples.isEmpty else {
-                    throw DataError(.invalidArgument, "\(id) has no training example\(configuration.data.clientFiles.map { " (file \($0[index]) is empty)" } ?? " (its shard is empty: use fewer clients or a larger alpha)")")
-                }
-                let encoded = try examples.map {
-                    try template.encode($0, tokenizer: tokenizer, maxLength: configuration.data.maxLength,
-                                        truncatingTarget: generation, appendingEndOfSequence: generation)
-                }
-                let perEpoch = max(1, encoded.count / configuration.data.batchSize)
-                let epochs = (stepsPerClient + perEpoch - 1) / perEpoch
-                let iterator = BatchIterator(examples: encoded, batchSize: configuration.data.batchSize, epochs: epochs,
-                                             seed: seed &+ UInt64(index + 1))
-                let batches = iterator.prefix(stepsPerClient).map {
-                    TrainingBatch(ids: $0.ids, labels: $0.labels, batch: $0.batch, time: $0.time)
-                }
-                clientBatches[id] = Array(batches)
-                examplesPerClient[id] = examples.count
-            } catch {
-                failures.append(.init(client: id, error: "\(error)"))
-                onEvent(.message("\(id) left out: \(error)"))
+        for (index, id) in prepared.clientIDs.enumerated() {
+            guard let encoded = prepared.clientExamples[id] else { continue }
+            let perEpoch = max(1, encoded.count / configuration.data.batchSize)
+            let epochs = (stepsPerClient + perEpoch - 1) / perEpoch
+            let iterator = BatchIterator(examples: encoded, batchSize: configuration.data.batchSize, epochs: epochs,
+                                         seed: seed &+ UInt64(index + 1))
+            clientBatches[id] = iterator.prefix(stepsPerClient).map {
+                TrainingBatch(ids: $0.ids, labels: $0.labels, batch: $0.batch, time: $0.time)
             }
         }
-        let activeIDs = clientIDs.filter { clientBatches[$0] != nil }
-        guard !activeIDs.isEmpty else {
-            throw ProtocolError("no client has usable data: " + failures.map { "\($0.client): \($0.error)" }.joined(separator: "; "))
-        }
-
-        // Held-out evaluation set.
-        let evaluationOrder = seededPermutation(count: taskData.evaluation.count, key: key.split("evaluation"))
-        let evaluationExamples = evaluationOrder.prefix(configuration.evaluation.examples).map { taskData.evaluation[$0] }
-        let evaluate: (any LogProbabilityModel) throws -> [String: Double]
-        if evaluationExamples.isEmpty {
-            evaluate = { _ in [:] }
-        } else if generation {
-            let budget = configuration.data.maxLength
-            let prompts = try evaluationExamples.map { try template.encodePrompt($0, tokenizer: tokenizer, maxLength: budget) }
-            let references = evaluationExamples.map { template.target(for: $0).trimmingCharacters(in: .whitespacesAndNewlines) }
-            let stop = Set((tokenizer.eosTokenID.map { [Int32($0)] } ?? []))
-            evaluate = { model in
-                let outputs = try Evaluator.greedy(prompts, model: model, maxNewTokens: configuration.evaluation.maxNewTokens, stop: stop)
-                let texts = outputs.map { tokenizer.decode($0.map(Int.init)).trimmingCharacters(in: .whitespacesAndNewlines) }
-                return Metrics.evaluate(task, predictions: texts, references: references)
-            }
-        } else {
-            let encodings = try evaluationExamples.map { try template.encodeChoices($0, tokenizer: tokenizer, maxLength: configuration.data.maxLength) }
-            evaluate = { model in
-                ["accuracy": try Evaluator.classification(encodings, model: model, batchSize: configuration.evaluation.batchSize).accuracy]
-            }
-        }
+        let activeIDs = prepared.clientIDs.filter { clientBatches[$0] != nil }
+        let examplesPerClient = prepared.examplesPerClient
 
         // Split parties.
         onEvent(.phase("loading \(activeIDs.count) clients and the server", total: 0))
@@ -184,7 +124,7 @@ public enum Simulation {
                                      key: key.split("adapters"), optimizer: optimizerFactory)
         let scorer = SplitScorer(plan: plan, client: clients[0].part, server: server.part)
 
-        onEvent(.phase("evaluating before training (\(evaluationExamples.count) examples)", total: 0))
+        onEvent(.phase("evaluating before training (\(evaluationExamples) examples)", total: 0))
         let before = try evaluate(scorer)
 
         let schedule = SplitSchedule(mode: configuration.split.mode, rounds: configuration.split.rounds,
@@ -237,8 +177,107 @@ public enum Simulation {
             task: task.rawValue, plan: plan.description, trainLoss: records.map(\.loss), evalBefore: before, evalAfter: after,
             centralized: centralizedRun, bytes: transport.traffic.bytes, messages: transport.traffic.messages,
             secondsPerStep: secondsPerStep, timings: timer.totals, examplesPerClient: examplesPerClient,
-            evaluationExamples: evaluationExamples.count, failures: failures, notes: notes, configuration: configuration,
+            evaluationExamples: evaluationExamples, failures: failures, notes: notes, configuration: configuration,
             seconds: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9)
+    }
+
+    /// What every mode needs before training: the model file, the task, each client's encoded examples,
+    /// and the held-out evaluation.
+    struct PreparedRun {
+        var modelURL: URL
+        var tokenizer: Tokenizer
+        var layerCount: Int
+        var task: TaskName
+        var clientIDs: [String]
+        /// Encoded training examples of each client with usable data.
+        var clientExamples: [String: [EncodedExample]]
+        var examplesPerClient: [String: Int]
+        var failures: [SimulationResults.Failure]
+        var notes: [String]
+        var evaluationCount: Int
+        var evaluate: (any LogProbabilityModel) throws -> [String: Double]
+    }
+
+    static func prepare(_ configuration: SimulationConfiguration, modelStore: ModelStore, dataStore: DataStore,
+                        onEvent: (SimulationEvent) -> Void) throws -> PreparedRun {
+        let seed = configuration.seed
+        let key = RandomKey(seed: seed)
+        let task = try TaskName(rawValue: configuration.task).unwrap(or: ConfigurationError("task: unknown task '\(configuration.task)'"))
+        let template = task.template
+        let generation = !template.isClassification
+
+        onEvent(.phase("loading \(configuration.model)", total: 0))
+        let modelURL = try modelStore.resolve(configuration.model)
+        let tokenizer = modelURL.pathExtension.lowercased() == "gguf"
+            ? try Tokenizer(ggufFile: GGUFFile(contentsOf: modelURL)) : try Tokenizer(directory: modelURL)
+        let layerCount = try Checkpoint.load(modelURL, stages: [.embedding]).layerCount
+
+        // Data: the task's training pool shared out among clients, or each client's own file.
+        onEvent(.phase("preparing \(task) data", total: 0))
+        let taskData = try dataStore.load(task)
+        let clientIDs = (0..<configuration.clients).map { "client-\($0 + 1)" }
+        var clientExamples: [Result<[Example], any Error>]
+        if let files = configuration.data.clientFiles {
+            clientExamples = files.map { path in Result { try Dataset.load(file: URL(fileURLWithPath: path), task: task) } }
+        } else {
+            let order = seededPermutation(count: taskData.train.count, key: key.split("train-pool"))
+            let pool = order.prefix(configuration.data.trainExamples).map { taskData.train[$0] }
+            let partition: Partition
+            switch configuration.partition.kind {
+            case "label-skew": partition = .labelSkew(classesPerClient: configuration.partition.classesPerClient)
+            case "dirichlet": partition = .dirichlet(alpha: configuration.partition.alpha)
+            default: partition = .iid
+            }
+            clientExamples = try partition.assign(Array(pool), clients: configuration.clients, seed: seed).map { .success($0) }
+        }
+        var failures: [SimulationResults.Failure] = []
+        var encodedByClient: [String: [EncodedExample]] = [:]
+        var examplesPerClient: [String: Int] = [:]
+        for (index, id) in clientIDs.enumerated() {
+            do {
+                let examples = try clientExamples[index].get()
+                guard !examples.isEmpty else {
+                    throw DataError(.invalidArgument, "\(id) has no training example\(configuration.data.clientFiles.map { " (file \($0[index]) is empty)" } ?? " (its shard is empty: use fewer clients or a larger alpha)")")
+                }
+                encodedByClient[id] = try examples.map {
+                    try template.encode($0, tokenizer: tokenizer, maxLength: configuration.data.maxLength,
+                                        truncatingTarget: generation, appendingEndOfSequence: generation)
+                }
+                examplesPerClient[id] = examples.count
+            } catch {
+                failures.append(.init(client: id, error: "\(error)"))
+                onEvent(.message("\(id) left out: \(error)"))
+            }
+        }
+        guard !encodedByClient.isEmpty else {
+            throw ProtocolError("no client has usable data: " + failures.map { "\($0.client): \($0.error)" }.joined(separator: "; "))
+        }
+
+        // Held-out evaluation set.
+        let evaluationOrder = seededPermutation(count: taskData.evaluation.count, key: key.split("evaluation"))
+        let evaluationExamples = evaluationOrder.prefix(configuration.evaluation.examples).map { taskData.evaluation[$0] }
+        let evaluate: (any LogProbabilityModel) throws -> [String: Double]
+        if evaluationExamples.isEmpty {
+            evaluate = { _ in [:] }
+        } else if generation {
+            let budget = configuration.data.maxLength
+            let prompts = try evaluationExamples.map { try template.encodePrompt($0, tokenizer: tokenizer, maxLength: budget) }
+            let references = evaluationExamples.map { template.target(for: $0).trimmingCharacters(in: .whitespacesAndNewlines) }
+            let stop = Set((tokenizer.eosTokenID.map { [Int32($0)] } ?? []))
+            evaluate = { model in
+                let outputs = try Evaluator.greedy(prompts, model: model, maxNewTokens: configuration.evaluation.maxNewTokens, stop: stop)
+                let texts = outputs.map { tokenizer.decode($0.map(Int.init)).trimmingCharacters(in: .whitespacesAndNewlines) }
+                return Metrics.evaluate(task, predictions: texts, references: references)
+            }
+        } else {
+            let encodings = try evaluationExamples.map { try template.encodeChoices($0, tokenizer: tokenizer, maxLength: configuration.data.maxLength) }
+            evaluate = { model in
+                ["accuracy": try Evaluator.classification(encodings, model: model, batchSize: configuration.evaluation.batchSize).accuracy]
+            }
+        }
+        return PreparedRun(modelURL: modelURL, tokenizer: tokenizer, layerCount: layerCount, task: task, clientIDs: clientIDs,
+                           clientExamples: encodedByClient, examplesPerClient: examplesPerClient, failures: failures,
+                           notes: taskData.notes, evaluationCount: evaluationExamples.count, evaluate: evaluate)
     }
 
     /// The centralized run's batches: each step's client batches stacked (client-batching and

@@ -21,6 +21,11 @@ public struct SimulationConfiguration: Codable, Sendable, Equatable {
     public var evaluation = Evaluation()
     /// Also run the same fine-tuning centralized (one process, no split) for comparison.
     public var centralized: Bool = true
+    /// `split` (FL-GLM split learning, section `split`) or `federated-lora` (DP-LoRA: every client holds
+    /// the whole frozen model and trains LoRA locally; sections `federated` and `privacy`).
+    public var mode: String = "split"
+    public var federated = Federated()
+    public var privacy = Privacy()
 
     public init() {}
 
@@ -106,6 +111,95 @@ public struct SimulationConfiguration: Codable, Sendable, Equatable {
         }
     }
 
+    /// Federated LoRA rounds (`mode: federated-lora`).
+    public struct Federated: Codable, Sendable, Equatable {
+        public var rounds: Int = 10
+        /// E: local optimizer steps per client per round.
+        public var localSteps: Int = 2
+        /// Clients sampled per round: a count, or else a fraction of the clients (seeded, without replacement).
+        public var clientsPerRound: Int? = nil
+        public var fraction: Double = 1
+        /// `fedavg`, `fedprox` (FedAvg + a proximal term on the client), `fedadagrad`, `fedadam`, `fedyogi`.
+        public var strategy: String = "fedavg"
+        /// FedProx's μ: the client minimises loss + μ/2·‖w − w_global‖².
+        public var proximalMu: Double = 0.01
+        /// Server learning rate η (default per strategy: 1 FedAvg/FedProx, 0.1 FedAdagrad/FedAdam, 0.01 FedYogi).
+        public var serverLearningRate: Double? = nil
+        public var beta1: Double = 0.9
+        public var beta2: Double = 0.99
+        /// τ of the adaptive server optimizers (default 1e-9, FedYogi 1e-3).
+        public var tau: Double? = nil
+        /// `factors` (average A and B, as DP-LoRA) or `product` (average B·A, re-factor by SVD).
+        public var loraAggregation: LoRAAggregation = .factors
+        /// Sum the updates with secure aggregation (Bonawitz et al. 2017): the server learns only the sum.
+        public var secureAggregation: Bool = false
+        /// Clients that may drop out of secure aggregation and still leave the sum recoverable.
+        public var secureAggregationDropouts: Int = 1
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case rounds, localSteps = "local_steps", clientsPerRound = "clients_per_round", fraction, strategy,
+                 proximalMu = "proximal_mu", serverLearningRate = "server_learning_rate", beta1, beta2, tau,
+                 loraAggregation = "lora_aggregation", secureAggregation = "secure_aggregation",
+                 secureAggregationDropouts = "secure_aggregation_dropouts"
+        }
+    }
+
+    /// Differential privacy and the privacy budget (federated LoRA).
+    public struct Privacy: Codable, Sendable, Equatable {
+        /// δ of every ε reported.
+        public var delta: Double = 1e-5
+        /// ε each client may spend in all (nil: no limit).
+        public var epsilonBudget: Double? = nil
+        /// Leave a client out of further rounds once a round would overspend its budget (else: fail).
+        public var stopWhenSpent: Bool = true
+        public var exampleDP: ExampleDP? = nil
+        public var clientDP: ClientDP? = nil
+        public var localDP: LocalDPSettings? = nil
+
+        /// Example-level DP-SGD in local training: Poisson sampling (q = batch_size / client examples),
+        /// per-example clipping to `clip`, N(0, (z·clip)²) on the sum. Give `noise_multiplier`, or
+        /// `target_epsilon` to calibrate z for the whole run (every round, every local step).
+        public struct ExampleDP: Codable, Sendable, Equatable {
+            public var noiseMultiplier: Double? = nil
+            public var targetEpsilon: Double? = nil
+            public var clip: Double = 1
+
+            enum CodingKeys: String, CodingKey, CaseIterable {
+                case noiseMultiplier = "noise_multiplier", targetEpsilon = "target_epsilon", clip
+            }
+        }
+
+        /// Client-level DP of the aggregate (DP-FedAvg), `fixed` or `adaptive` clipping.
+        public struct ClientDP: Codable, Sendable, Equatable {
+            public var clipping: String = "fixed"
+            public var noiseMultiplier: Double = 1
+            /// C (initial C for adaptive clipping).
+            public var clip: Double = 1
+            public var targetQuantile: Double = 0.5
+            public var clipLearningRate: Double = 0.2
+            /// σ_b of the clipped count (default: clients per round / 20, as Andrew et al.).
+            public var clippedCountStddev: Double? = nil
+
+            enum CodingKeys: String, CodingKey, CaseIterable {
+                case clipping, noiseMultiplier = "noise_multiplier", clip, targetQuantile = "target_quantile",
+                     clipLearningRate = "clip_learning_rate", clippedCountStddev = "clipped_count_stddev"
+            }
+        }
+
+        /// Local DP: each client clips its update to `clip` and adds N(0, (z·clip)²) before upload.
+        public struct LocalDPSettings: Codable, Sendable, Equatable {
+            public var noiseMultiplier: Double = 1
+            public var clip: Double = 1
+
+            enum CodingKeys: String, CodingKey, CaseIterable { case noiseMultiplier = "noise_multiplier", clip }
+        }
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case delta, epsilonBudget = "epsilon_budget", stopWhenSpent = "stop_when_spent", exampleDP = "example_dp",
+                 clientDP = "client_dp", localDP = "local_dp"
+        }
+    }
+
     public struct OptimizerSettings: Codable, Sendable, Equatable {
         /// `adamw` or `sgd`.
         public var name: String = "adamw"
@@ -131,7 +225,7 @@ public struct SimulationConfiguration: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case model, task, seed, clients, data, partition, split, adapters, optimizer, evaluation, centralized
+        case model, task, seed, clients, data, partition, split, adapters, optimizer, evaluation, centralized, mode, federated, privacy
     }
 
     /// Checks ranges and combinations, naming the key.
@@ -157,6 +251,51 @@ public struct SimulationConfiguration: Codable, Sendable, Equatable {
         try require(optimizer.learningRate > 0 && optimizer.learningRate.isFinite, "optimizer.learning_rate", "must be positive (got \(optimizer.learningRate))")
         try require(evaluation.examples >= 0, "evaluation.examples", "must be at least 0 (0 skips evaluation)")
         try require(evaluation.batchSize >= 1, "evaluation.batch_size", "must be at least 1")
+        try require(["split", "federated-lora"].contains(mode), "mode", "'\(mode)' is not one of split, federated-lora")
+        try require(federated.rounds >= 1, "federated.rounds", "must be at least 1 (got \(federated.rounds))")
+        try require(federated.localSteps >= 1, "federated.local_steps", "must be at least 1 (got \(federated.localSteps))")
+        if let count = federated.clientsPerRound {
+            try require(count >= 1 && count <= clients, "federated.clients_per_round", "must be in 1...\(clients) (got \(count))")
+        }
+        try require(federated.fraction > 0 && federated.fraction <= 1, "federated.fraction", "must be in (0, 1] (got \(federated.fraction))")
+        try require(["fedavg", "fedprox", "fedadagrad", "fedadam", "fedyogi"].contains(federated.strategy), "federated.strategy",
+                    "'\(federated.strategy)' is not one of fedavg, fedprox, fedadagrad, fedadam, fedyogi")
+        try require(federated.proximalMu >= 0 && federated.proximalMu.isFinite, "federated.proximal_mu", "must be >= 0")
+        if let rate = federated.serverLearningRate {
+            try require(rate > 0 && rate.isFinite, "federated.server_learning_rate", "must be > 0 (got \(rate))")
+        }
+        try require((0..<1).contains(federated.beta1) && (0..<1).contains(federated.beta2), "federated.beta1", "beta1 and beta2 must be in [0, 1)")
+        try require(federated.secureAggregationDropouts >= 0, "federated.secure_aggregation_dropouts", "must be >= 0")
+        if mode == "federated-lora" {
+            try require(adapters.lora != nil, "adapters.lora", "federated-lora trains LoRA adapters: set adapters.lora")
+            if federated.loraAggregation == .product {
+                try require(!federated.secureAggregation, "federated.lora_aggregation",
+                            "product aggregation needs every client's factors, secure aggregation hides them: use factors, or switch secure_aggregation off")
+                try require(privacy.clientDP == nil, "federated.lora_aggregation",
+                            "product aggregation re-factors individual updates; client-level DP noises their sum: use factors (local_dp works with product)")
+                try require(federated.strategy == "fedavg" || federated.strategy == "fedprox", "federated.lora_aggregation",
+                            "product aggregation re-factors B·A (a new basis each round), so a server optimizer's moments on A and B mean nothing: use fedavg or fedprox")
+            }
+        }
+        try require(privacy.delta > 0 && privacy.delta < 1, "privacy.delta", "must be in (0, 1) (got \(privacy.delta))")
+        if let budget = privacy.epsilonBudget { try require(budget > 0 && budget.isFinite, "privacy.epsilon_budget", "must be > 0 (got \(budget))") }
+        if let dp = privacy.exampleDP {
+            try require((dp.noiseMultiplier == nil) != (dp.targetEpsilon == nil), "privacy.example_dp", "give exactly one of noise_multiplier and target_epsilon")
+            if let z = dp.noiseMultiplier { try require(z > 0 && z.isFinite, "privacy.example_dp.noise_multiplier", "must be > 0 (got \(z)): without noise nothing is private") }
+            if let e = dp.targetEpsilon { try require(e > 0 && e.isFinite, "privacy.example_dp.target_epsilon", "must be > 0 (got \(e))") }
+            try require(dp.clip > 0 && dp.clip.isFinite, "privacy.example_dp.clip", "must be > 0 (got \(dp.clip))")
+        }
+        if let dp = privacy.clientDP {
+            try require(["fixed", "adaptive"].contains(dp.clipping), "privacy.client_dp.clipping", "'\(dp.clipping)' is not fixed or adaptive")
+            try require(dp.noiseMultiplier >= 0 && dp.noiseMultiplier.isFinite, "privacy.client_dp.noise_multiplier", "must be >= 0 (got \(dp.noiseMultiplier))")
+            try require(dp.clip > 0 && dp.clip.isFinite, "privacy.client_dp.clip", "must be > 0 (got \(dp.clip))")
+            try require(dp.targetQuantile >= 0 && dp.targetQuantile <= 1, "privacy.client_dp.target_quantile", "must be in [0, 1]")
+            try require(dp.clipLearningRate > 0, "privacy.client_dp.clip_learning_rate", "must be > 0")
+        }
+        if let dp = privacy.localDP {
+            try require(dp.noiseMultiplier > 0 && dp.noiseMultiplier.isFinite, "privacy.local_dp.noise_multiplier", "must be > 0 (got \(dp.noiseMultiplier))")
+            try require(dp.clip > 0 && dp.clip.isFinite, "privacy.local_dp.clip", "must be > 0 (got \(dp.clip))")
+        }
     }
 }
 
@@ -176,6 +315,9 @@ extension SimulationConfiguration {
         optimizer = try container.decodeIfPresent(OptimizerSettings.self, forKey: .optimizer) ?? optimizer
         evaluation = try container.decodeIfPresent(Evaluation.self, forKey: .evaluation) ?? evaluation
         centralized = try container.decodeIfPresent(Bool.self, forKey: .centralized) ?? centralized
+        mode = try container.decodeIfPresent(String.self, forKey: .mode) ?? mode
+        federated = try container.decodeIfPresent(Federated.self, forKey: .federated) ?? federated
+        privacy = try container.decodeIfPresent(Privacy.self, forKey: .privacy) ?? privacy
     }
 }
 
@@ -298,5 +440,75 @@ func rejectUnknownKeys(_ decoder: any Decoder, known: [String]) throws {
     if let unknown = container.allKeys.map(\.stringValue).sorted().first(where: { !known.contains($0) }) {
         let name = path.isEmpty ? unknown : path + "." + unknown
         throw ConfigurationError("\(name): unknown key (known here: \(known.joined(separator: ", ")))")
+    }
+}
+
+extension SimulationConfiguration.Federated {
+    public init(from decoder: any Decoder) throws {
+        self.init()
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        try rejectUnknownKeys(decoder, known: CodingKeys.allCases.map(\.stringValue))
+        rounds = try c.decodeIfPresent(Int.self, forKey: .rounds) ?? rounds
+        localSteps = try c.decodeIfPresent(Int.self, forKey: .localSteps) ?? localSteps
+        clientsPerRound = try c.decodeIfPresent(Int.self, forKey: .clientsPerRound) ?? clientsPerRound
+        fraction = try c.decodeIfPresent(Double.self, forKey: .fraction) ?? fraction
+        strategy = try c.decodeIfPresent(String.self, forKey: .strategy) ?? strategy
+        proximalMu = try c.decodeIfPresent(Double.self, forKey: .proximalMu) ?? proximalMu
+        serverLearningRate = try c.decodeIfPresent(Double.self, forKey: .serverLearningRate) ?? serverLearningRate
+        beta1 = try c.decodeIfPresent(Double.self, forKey: .beta1) ?? beta1
+        beta2 = try c.decodeIfPresent(Double.self, forKey: .beta2) ?? beta2
+        tau = try c.decodeIfPresent(Double.self, forKey: .tau) ?? tau
+        loraAggregation = try c.decodeIfPresent(LoRAAggregation.self, forKey: .loraAggregation) ?? loraAggregation
+        secureAggregation = try c.decodeIfPresent(Bool.self, forKey: .secureAggregation) ?? secureAggregation
+        secureAggregationDropouts = try c.decodeIfPresent(Int.self, forKey: .secureAggregationDropouts) ?? secureAggregationDropouts
+    }
+}
+
+extension SimulationConfiguration.Privacy {
+    public init(from decoder: any Decoder) throws {
+        self.init()
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        try rejectUnknownKeys(decoder, known: CodingKeys.allCases.map(\.stringValue))
+        delta = try c.decodeIfPresent(Double.self, forKey: .delta) ?? delta
+        epsilonBudget = try c.decodeIfPresent(Double.self, forKey: .epsilonBudget) ?? epsilonBudget
+        stopWhenSpent = try c.decodeIfPresent(Bool.self, forKey: .stopWhenSpent) ?? stopWhenSpent
+        exampleDP = try c.decodeIfPresent(ExampleDP.self, forKey: .exampleDP) ?? exampleDP
+        clientDP = try c.decodeIfPresent(ClientDP.self, forKey: .clientDP) ?? clientDP
+        localDP = try c.decodeIfPresent(LocalDPSettings.self, forKey: .localDP) ?? localDP
+    }
+}
+
+extension SimulationConfiguration.Privacy.ExampleDP {
+    public init(from decoder: any Decoder) throws {
+        self.init()
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        try rejectUnknownKeys(decoder, known: CodingKeys.allCases.map(\.stringValue))
+        noiseMultiplier = try c.decodeIfPresent(Double.self, forKey: .noiseMultiplier) ?? noiseMultiplier
+        targetEpsilon = try c.decodeIfPresent(Double.self, forKey: .targetEpsilon) ?? targetEpsilon
+        clip = try c.decodeIfPresent(Double.self, forKey: .clip) ?? clip
+    }
+}
+
+extension SimulationConfiguration.Privacy.ClientDP {
+    public init(from decoder: any Decoder) throws {
+        self.init()
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        try rejectUnknownKeys(decoder, known: CodingKeys.allCases.map(\.stringValue))
+        clipping = try c.decodeIfPresent(String.self, forKey: .clipping) ?? clipping
+        noiseMultiplier = try c.decodeIfPresent(Double.self, forKey: .noiseMultiplier) ?? noiseMultiplier
+        clip = try c.decodeIfPresent(Double.self, forKey: .clip) ?? clip
+        targetQuantile = try c.decodeIfPresent(Double.self, forKey: .targetQuantile) ?? targetQuantile
+        clipLearningRate = try c.decodeIfPresent(Double.self, forKey: .clipLearningRate) ?? clipLearningRate
+        clippedCountStddev = try c.decodeIfPresent(Double.self, forKey: .clippedCountStddev) ?? clippedCountStddev
+    }
+}
+
+extension SimulationConfiguration.Privacy.LocalDPSettings {
+    public init(from decoder: any Decoder) throws {
+        self.init()
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        try rejectUnknownKeys(decoder, known: CodingKeys.allCases.map(\.stringValue))
+        noiseMultiplier = try c.decodeIfPresent(Double.self, forKey: .noiseMultiplier) ?? noiseMultiplier
+        clip = try c.decodeIfPresent(Double.self, forKey: .clip) ?? clip
     }
 }
