@@ -104,9 +104,15 @@ enum SimulationReport {
     static func summaryTable(_ results: SimulationResults) -> String {
         var rows = metricRows(results)
         rows.append(["train loss (last)", "–", format(results.trainLoss.last), format(results.centralized?.trainLoss.last)])
-        rows.append(["seconds per step", "–", format(results.secondsPerStep["split"]), format(results.secondsPerStep["centralized"])])
+        rows.append(["seconds per \(results.federated == nil ? "step" : "round")", "–",
+                     format(results.secondsPerStep["split"] ?? results.secondsPerStep["round"]), format(results.secondsPerStep["centralized"])])
         rows.append(["bytes sent", "–", bytes(results.bytes.values.reduce(0, +)), "–"])
-        return TextTable(headers: ["", "before", "split (\(results.mode))", "centralized"], rows: rows).render()
+        if let federated = results.federated {
+            for (client, row) in federated.epsilon.sorted(by: { $0.key < $1.key }) {
+                rows.append(["ε \(client) (δ = \(federated.delta))", "–", format(row["total"]), "–"])
+            }
+        }
+        return TextTable(headers: ["", "before", results.federated == nil ? "split (\(results.mode))" : results.mode, "centralized"], rows: rows).render()
     }
 
     static func make(_ results: SimulationResults) -> Report {
@@ -129,12 +135,31 @@ enum SimulationReport {
             curves.append(ChartSeries(name: "centralized", values: centralized.trainLoss))
         }
         sections.append(Report.Section(title: "Training loss", blocks: [
-            .lineChart(LineChart(title: "Training loss per step", xLabel: "step", yLabel: "mean loss over the step's answer tokens", series: curves)),
+            .lineChart(LineChart(title: results.federated == nil ? "Training loss per step" : "Mean local training loss per round",
+                                 xLabel: results.federated == nil ? "step" : "round", yLabel: "mean loss over the answer tokens", series: curves)),
         ]))
+        if let federated = results.federated {
+            var blocks: [Report.Block] = []
+            let clients = federated.epsilon.keys.sorted()
+            if !clients.isEmpty {
+                blocks.append(.lineChart(LineChart(title: "Privacy spent (ε at δ = \(federated.delta))", xLabel: "round", yLabel: "ε",
+                                                   series: clients.map { client in ChartSeries(name: client, values: federated.rounds.map { $0.epsilon[client] ?? 0 }) })))
+                let mechanisms = Array(Set(federated.epsilon.values.flatMap(\.keys))).sorted()
+                blocks.append(.table(Report.Table(caption: "ε per client, by mechanism (each alone) and composed", headers: ["client"] + mechanisms,
+                                                  rows: clients.map { client in [client] + mechanisms.map { format(federated.epsilon[client]?[$0]) } })))
+            }
+            let perRound = federated.bytesPerRoundPerClient
+            blocks.append(.table(Report.Table(
+                caption: "Bytes per round per client: LoRA adapters (\(federated.adapterParameters) values) vs full-model FedAvg (\(federated.modelParameters) values)",
+                headers: ["", "download", "upload"],
+                rows: [["adapters", bytes(perRound["adapters_download"] ?? 0), bytes(perRound["adapters_upload"] ?? 0)],
+                       ["full model", bytes(perRound["full_model_download"] ?? 0), bytes(perRound["full_model_upload"] ?? 0)]])))
+            sections.append(Report.Section(title: "Federated LoRA: \(federated.strategy), \(federated.loraAggregation)\(federated.secureAggregation ? ", secure aggregation" : "")", blocks: blocks))
+        }
 
         let kinds = results.bytes.keys.sorted()
         sections.append(Report.Section(title: "Traffic and time", blocks: [
-            .table(Report.Table(caption: "Sealed bytes by message type (split run)", headers: ["message", "messages", "bytes"],
+            .table(Report.Table(caption: results.federated == nil ? "Sealed bytes by message type (split run)" : "Bytes by message type", headers: ["message", "messages", "bytes"],
                                 rows: kinds.map { [$0, "\(results.messages[$0] ?? 0)", bytes(results.bytes[$0] ?? 0)] }
                                     + [["total", "\(results.messages.values.reduce(0, +))", bytes(results.bytes.values.reduce(0, +))]])),
             .table(Report.Table(caption: "Seconds", headers: ["", "seconds"],
@@ -149,7 +174,8 @@ enum SimulationReport {
         sections.append(Report.Section(title: "Notes", blocks: notes))
 
         return Report(title: "Silo simulation: \(results.task) on \(results.model)",
-                      subtitle: "split fine-tuning (\(results.mode)) with \(results.clients) clients vs the same run centralized",
+                      subtitle: results.federated == nil ? "split fine-tuning (\(results.mode)) with \(results.clients) clients vs the same run centralized"
+                          : "federated LoRA with \(results.clients) clients",
                       metadata: [("model", results.model), ("task", results.task), ("mode", results.mode),
                                  ("clients", "\(results.clients)"), ("steps", "\(results.steps)"), ("split", results.plan),
                                  ("seconds", String(format: "%.0f", results.seconds))],
