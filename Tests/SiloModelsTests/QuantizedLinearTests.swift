@@ -131,6 +131,31 @@ final class QuantizedLinearTests: XCTestCase {
         }
     }
 
+    /// One input row (decoding) through the AVX2 + FMA kernel of CSiloKernels and through the portable
+    /// SSE2 kernel: both equal the product with the dequantised weight (odd row counts split unevenly
+    /// between workers, 1 to 18 blocks a row: even and odd block counts for the kernel's two accumulators).
+    func testVectorAndPortableDecodeKernelsMatchDequantizedWeight() throws {
+        defer { QuantizedMatrix.useVectorKernels = true }
+        for (typeIndex, type) in [GGMLType.q4_0, .q4_1, .q8_0].enumerated() {
+            for (outputs, inputs) in [(37, 32), (5, 64), (63, 576), (1, 96)] {
+                let bias = try Self.randomTensor([outputs], seed: 9)
+                let layer = try Self.layer(Self.randomGGMLBlocks(type, rows: outputs, columns: inputs, seed: UInt64(10 + typeIndex)),
+                                           type, rows: outputs, columns: inputs)
+                let x = try Self.randomTensor([1, inputs], seed: UInt64(inputs))
+                for withBias in [false, true] {
+                    let expected = Self.referenceProduct(x.toArray(), layer.weight.dequantized().toArray(), bias: withBias ? bias.toArray() : nil,
+                                                         rows: 1, inputs: inputs, outputs: outputs)
+                    for vector in [true, false] {
+                        QuantizedMatrix.useVectorKernels = vector
+                        let out = Tensor.empty([1, outputs])
+                        layer.weight.multiply(x.pointer, rows: 1, into: out.pointer, bias: withBias ? UnsafePointer(bias.pointer) : nil)
+                        assertProductClose(out.toArray(), expected, "\(type) (\(outputs), \(inputs)), vector kernel \(vector), bias \(withBias)")
+                    }
+                }
+            }
+        }
+    }
+
     /// Dequantisation follows ggml's formulas element by element (hand-computed from the bytes).
     func testDequantizationFollowsGGMLFormulas() throws {
         for type in [GGMLType.q4_0, .q4_1, .q8_0] {

@@ -1,3 +1,4 @@
+import CSiloKernels
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -203,6 +204,10 @@ public final class QuantizedMatrix: @unchecked Sendable {
     /// blocks of rows are dequantised into a Float32 scratch and multiplied by `sgemm`.
     public static let fusedRowLimit = 4
 
+    /// Whether one-row products may use the hand-vectorised AVX2 kernel (on CPUs that have it); tests
+    /// switch it off to check the portable path against it.
+    nonisolated(unsafe) public static var useVectorKernels = true
+
     /// out (N, O) = x (N, C) · Wᵀ (+ bias (O)), with the blocks unpacked in registers: no Float32 copy
     /// of the weight is made. Parallel over output rows; each weight row is read once per call and
     /// used for every input row.
@@ -224,6 +229,15 @@ public final class QuantizedMatrix: @unchecked Sendable {
         }
         let format = format, scales = UnsafePointer(scales), offsets = offsets.map { UnsafePointer($0) }
         let quants = UnsafeRawPointer(quants), readOnlySums = UnsafePointer(sums)
+        if inputRows == 1 && QuantizedMatrix.useVectorKernels && silo_kernels_isa() >= 1 {
+            // Decoding: the AVX2 + FMA kernel of CSiloKernels (same arithmetic per block, 8 lanes wide).
+            let code: Int32 = format == .q4_0 ? 0 : format == .q4_1 ? 1 : 2
+            Parallel.forEachChunk(outputs, costPerItem: columns) { chunk in
+                _ = silo_quantized_gemv(code, quants.assumingMemoryBound(to: UInt8.self), scales, offsets, readOnlySums, Int32(blocks), x,
+                                        Int32(chunk.lowerBound), Int32(chunk.upperBound), out, bias)
+            }
+            return
+        }
         Parallel.forEachChunk(outputs, costPerItem: columns &* inputRows) { chunk in
             for row in chunk {
                 let rowScales = scales + row &* blocks
