@@ -46,7 +46,7 @@ extension Attack {
     struct Membership: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Membership inference (loss threshold) on LoRA adapters trained without DP and with DP-SGD at several ε; prints AUC vs ε.",
-            discussion: "Defaults: SmolLM2-135M, BoolQ, 32 members, 64 non-members, 8 epochs of Poisson-sampled batches of 4, ε = 8, 4, 2 (δ = 1e-5)."
+            discussion: "Defaults: SmolLM2-135M, BoolQ; federated LoRA (FedAvg) over 2 clients of 16 examples, 6 rounds x 4 local steps, batches of 4; example-level DP-SGD at ε = 8, 4, 2 (δ = 1e-5); the attack scores client-1's 16 examples against 32 held-out ones (both half yes, half no)."
         )
 
         @OptionGroup var options: AttackOptions

@@ -73,15 +73,19 @@ public enum MembershipInference {
 public struct MembershipAttackConfiguration: Codable, Sendable, Equatable {
     public var model = "smollm2-135m"
     public var task = "boolq"
-    /// Training examples (members) and held-out examples of the same distribution (non-members).
-    public var members = 32
-    public var nonMembers = 64
-    public var maxLength = 128
-    /// Passes over the members; each step samples every member with probability batch_size / members.
-    public var epochs = 8
+    /// Data owners in the federated-LoRA run; client-1 is the victim whose examples are the members.
+    public var clients = 2
+    /// Training examples per client (the victim's are the members), half of each answer.
+    public var members = 16
+    /// Held-out examples of the same distribution (non-members), half of each answer.
+    public var nonMembers = 32
+    public var maxLength = 96
+    public var rounds = 6
+    /// Local steps per round; with Poisson sampling each example joins a step with probability batch_size / members.
+    public var localSteps = 4
     public var batchSize = 4
     public var learningRate: Float = 2e-3
-    /// Target ε of each private run (δ below); a run without DP is always included.
+    /// Target ε of each private run (δ below), example-level DP-SGD on every client; a run without DP is always included.
     public var epsilons: [Double] = [8, 4, 2]
     public var delta = 1e-5
     /// Per-example clipping norm of the adapters' gradient.
@@ -92,8 +96,8 @@ public struct MembershipAttackConfiguration: Codable, Sendable, Equatable {
     public init() {}
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case model, task, members, nonMembers = "non_members", maxLength = "max_length", epochs, batchSize = "batch_size",
-             learningRate = "learning_rate", epsilons, delta, clip, loraRank = "lora_rank", seed
+        case model, task, clients, members, nonMembers = "non_members", maxLength = "max_length", rounds, localSteps = "local_steps",
+             batchSize = "batch_size", learningRate = "learning_rate", epsilons, delta, clip, loraRank = "lora_rank", seed
     }
 
     public init(from decoder: any Decoder) throws {
@@ -102,10 +106,12 @@ public struct MembershipAttackConfiguration: Codable, Sendable, Equatable {
         try rejectUnknownKeys(decoder, known: CodingKeys.allCases.map(\.stringValue))
         model = try c.decodeIfPresent(String.self, forKey: .model) ?? model
         task = try c.decodeIfPresent(String.self, forKey: .task) ?? task
+        clients = try c.decodeIfPresent(Int.self, forKey: .clients) ?? clients
         members = try c.decodeIfPresent(Int.self, forKey: .members) ?? members
         nonMembers = try c.decodeIfPresent(Int.self, forKey: .nonMembers) ?? nonMembers
         maxLength = try c.decodeIfPresent(Int.self, forKey: .maxLength) ?? maxLength
-        epochs = try c.decodeIfPresent(Int.self, forKey: .epochs) ?? epochs
+        rounds = try c.decodeIfPresent(Int.self, forKey: .rounds) ?? rounds
+        localSteps = try c.decodeIfPresent(Int.self, forKey: .localSteps) ?? localSteps
         batchSize = try c.decodeIfPresent(Int.self, forKey: .batchSize) ?? batchSize
         learningRate = try c.decodeIfPresent(Float.self, forKey: .learningRate) ?? learningRate
         epsilons = try c.decodeIfPresent([Double].self, forKey: .epsilons) ?? epsilons
@@ -115,18 +121,21 @@ public struct MembershipAttackConfiguration: Codable, Sendable, Equatable {
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? seed
     }
 
-    /// Steps of one run: epochs × members / batch size.
-    public var steps: Int { max(1, epochs * members / max(batchSize, 1)) }
-    /// Poisson sampling rate q.
-    public var sampleRate: Double { Double(batchSize) / Double(max(members, 1)) }
+    /// Local steps of one client over the run.
+    public var steps: Int { rounds * localSteps }
+    /// Poisson sampling rate q of DP-SGD.
+    public var sampleRate: Double { min(1, Double(batchSize) / Double(max(members, 1))) }
 
     public func validate() throws {
         func check(_ condition: Bool, _ key: String, _ message: String) throws {
             if !condition { throw ConfigurationError("\(key): \(message)") }
         }
-        try check(members >= 2 && nonMembers >= 2, "members", "needs at least 2 members and 2 non-members")
+        try check(clients >= 1, "clients", "must be at least 1 (got \(clients))")
+        try check(members >= 2 && members % 2 == 0, "members", "must be an even number >= 2 (half of each answer), got \(members)")
+        try check(nonMembers >= 2 && nonMembers % 2 == 0, "non_members", "must be an even number >= 2 (half of each answer), got \(nonMembers)")
         try check(batchSize >= 1 && batchSize <= members, "batch_size", "must be in 1 ... members (\(members)), got \(batchSize)")
-        try check(epochs >= 1, "epochs", "must be at least 1")
+        try check(rounds >= 1 && localSteps >= 1, "rounds", "rounds and local_steps must be at least 1")
+        try check(maxLength >= 8, "max_length", "must be at least 8")
         try check(clip.isFinite && clip > 0, "clip", "must be > 0 (got \(clip))")
         try check(epsilons.allSatisfy { $0.isFinite && $0 > 0 }, "epsilons", "must all be > 0 (got \(epsilons))")
         try check(delta > 0 && delta < 1, "delta", "must be in (0, 1) (got \(delta))")
@@ -137,13 +146,13 @@ public struct MembershipAttackConfiguration: Codable, Sendable, Equatable {
 public struct MembershipResult: Codable, Sendable, Equatable {
     /// nil: trained without DP.
     public var targetEpsilon: Double?
-    /// ε actually spent (accountant), nil without DP.
+    /// ε actually spent by the victim (accountant), nil without DP.
     public var epsilon: Double?
     public var noiseMultiplier: Double?
     public var auc: Double
     public var memberLoss: Double
     public var nonMemberLoss: Double
-    /// Accuracy on the non-members (utility of the adapters).
+    /// Accuracy on the non-members (utility of the global adapters).
     public var heldOutAccuracy: Double
     public var seconds: Double
 
@@ -164,9 +173,12 @@ extension MembershipInference {
         public var seconds: Double
     }
 
-    /// Trains LoRA adapters on the members — one data owner's local training in federated LoRA — once
-    /// without DP and once per target ε with DP-SGD (Poisson sampling, per-example clipping, Gaussian
-    /// noise calibrated by the RDP accountant), and measures the loss-threshold attack's AUC on each.
+    /// Trains LoRA adapters by federated LoRA (FedAvg over `clients` data owners, E local steps per
+    /// round), once without DP and once per target ε with example-level DP-SGD on every client
+    /// (Poisson sampling, per-example clipping, Gaussian noise calibrated by the RDP accountant), and runs
+    /// the loss-threshold attack of a server holding the final global adapters against the victim's
+    /// (client-1's) training examples. Members and non-members have the same answer mix, so a model
+    /// that merely prefers one answer cannot tell them apart.
     public static func run(_ configuration: MembershipAttackConfiguration, modelStore: ModelStore = ModelStore(),
                            dataStore: DataStore = DataStore(), log: (String) -> Void = { _ in }) throws -> Report {
         try configuration.validate()
@@ -179,54 +191,65 @@ extension MembershipInference {
             ? try Tokenizer(ggufFile: GGUFFile(contentsOf: modelURL)) : try Tokenizer(directory: modelURL)
         let data = try dataStore.load(task)
         let key = RandomKey(seed: configuration.seed)
+
+        // Label-balanced draws: every client's examples and the non-members, half of each of the first two answers.
         let order = seededPermutation(count: data.train.count, key: key.split("pool"))
-        var members: [(Example, EncodedExample)] = [], others: [(Example, EncodedExample)] = []
-        for index in order where members.count < configuration.members || others.count < configuration.nonMembers {
-            guard let encoded = try? template.encode(data.train[index], tokenizer: tokenizer, maxLength: configuration.maxLength) else { continue }
-            if members.count < configuration.members { members.append((data.train[index], encoded)) } else { others.append((data.train[index], encoded)) }
+        var buckets: [Int: [(EncodedExample, ChoiceEncoding)]] = [:]
+        let perLabel = (configuration.clients * configuration.members + configuration.nonMembers) / 2
+        for index in order {
+            guard let encoded = try? template.encode(data.train[index], tokenizer: tokenizer, maxLength: configuration.maxLength),
+                  let choices = try? template.encodeChoices(data.train[index], tokenizer: tokenizer, maxLength: configuration.maxLength),
+                  choices.correctIndex < 2, (buckets[choices.correctIndex]?.count ?? 0) < perLabel else { continue }
+            buckets[choices.correctIndex, default: []].append((encoded, choices))
+            if buckets.values.map(\.count).reduce(0, +) == 2 * perLabel { break }
         }
-        let choices = try others.map { try template.encodeChoices($0.0, tokenizer: tokenizer, maxLength: configuration.maxLength) }
+        guard buckets[0]?.count == perLabel, buckets[1]?.count == perLabel else {
+            throw DataError(.invalidArgument, "\(task): not enough training examples of each answer for \(configuration.clients) x \(configuration.members) members and \(configuration.nonMembers) non-members")
+        }
+        func take(_ count: Int, from offset: Int) -> [(EncodedExample, ChoiceEncoding)] {
+            (0..<(count / 2)).flatMap { [buckets[0]![offset + $0], buckets[1]![offset + $0]] }
+        }
+        let clientData = (0..<configuration.clients).map { take(configuration.members, from: $0 * configuration.members / 2).map(\.0) }
+        let others = take(configuration.nonMembers, from: configuration.clients * configuration.members / 2)
+        let members = clientData[0]
+
         let steps = configuration.steps, q = configuration.sampleRate
+        let model = try Checkpoint.load(modelURL)
+        let lora = LoRAConfiguration(rank: configuration.loraRank, alpha: Float(2 * configuration.loraRank), targetModules: ["q_proj", "v_proj"])
+        let part = try ModelPart(model: model, adapters: AdapterSpecification(lora: lora), key: key.split("adapters"))
+        let initial = part.flattenedValues()
+        let makeOptimizer: ([Tensor]) throws -> any Optimizer = { try AdamW(parameters: $0, learningRate: configuration.learningRate, weightDecay: 0) }
         var results: [MembershipResult] = []
         for target in [nil] + configuration.epsilons.map(Optional.some) {
             let runStart = DispatchTime.now().uptimeNanoseconds
             let z = try target.map { try RDPAccountant.noiseMultiplier(epsilon: $0, sampleRate: q, steps: steps, delta: configuration.delta) }
-            log(target.map { String(format: "DP-SGD, target ε = %g: noise multiplier %.3f, %d steps at q = %.3f", $0, z ?? 0, steps, q) }
-                ?? "no DP: \(steps) steps at q = \(String(format: "%.3f", q))")
-            let model = try Checkpoint.load(modelURL)
-            let lora = LoRAConfiguration(rank: configuration.loraRank, alpha: Float(2 * configuration.loraRank), targetModules: ["q_proj", "v_proj"])
-            let part = try ModelPart(model: model, adapters: AdapterSpecification(lora: lora), key: key.split("adapters"))
-            let optimizer = try AdamW(parameters: part.trainableTensors, learningRate: configuration.learningRate, weightDecay: 0)
+            log(target.map { String(format: "federated LoRA with DP-SGD, target ε = %g: noise multiplier %.3f, %d local steps per client at q = %.3f", $0, z ?? 0, steps, q) }
+                ?? "federated LoRA without DP: \(configuration.clients) clients, \(configuration.rounds) rounds x \(configuration.localSteps) local steps")
             let runKey = key.split("run-\(target ?? 0)")
-            for step in 0..<steps {
-                let stepKey = runKey.split(UInt64(step))
-                let batch = members.indices.filter { stepKey.split("sample").uniform(UInt64($0)) < Float(q) }
-                var gradients: [[Float]] = []
-                for index in batch {
-                    let example = members[index].1
-                    let hidden = try part.embedAndRun(ids: example.ids, batch: 1, time: example.ids.count, blocks: 0..<0)
-                    let (loss, _) = try part.loss(hidden: hidden, labels: example.labels, blocks: 0..<model.layerCount)
-                    try loss.backward()
-                    gradients.append(part.flattenedGradients().toArray())
-                    optimizer.zeroGrad()
-                }
-                let count = part.trainableCount
-                let gradient: [Float]
-                if let z {
-                    gradient = GaussianMechanism.privateGradient(perExample: gradients, count: count, clip: configuration.clip, noiseMultiplier: z,
-                                                                 expectedBatchSize: q * Double(members.count), key: stepKey.split("noise"))
-                } else {
-                    guard !gradients.isEmpty else { continue }
-                    gradient = (0..<count).map { i in gradients.reduce(Float(0)) { $0 + $1[i] } / Float(gradients.count) }
-                }
-                try part.assign(flattenedGradients: try Tensor(shape: [count], values: gradient))
-                try optimizer.step()
-                optimizer.zeroGrad()
+            var global = initial.toArray()
+            var iterators = clientData.enumerated().map { index, examples in
+                BatchIterator(examples: examples, batchSize: configuration.batchSize,
+                              epochs: steps * configuration.batchSize / max(1, examples.count) + 1, seed: configuration.seed &+ UInt64(index + 1))
             }
+            let aggregator = UpdateAggregator(clientDP: nil, secureAggregation: false)
+            let server = ServerOptimizer(kind: .fedavg, learningRate: 1)
+            for round in 0..<configuration.rounds {
+                let globalTensor = try Tensor(shape: [global.count], values: global)
+                var updates: [AdapterUpdate] = []
+                for (index, examples) in clientData.enumerated() {
+                    let (values, _) = try FederatedLoRASimulation.trainLocally(
+                        part: part, global: globalTensor, layers: model.layerCount, steps: configuration.localSteps, batches: &iterators[index],
+                        examples: examples, exampleDP: z.map { ($0, configuration.clip, configuration.batchSize) }, proximalMu: 0,
+                        makeOptimizer: makeOptimizer, key: runKey.split(UInt64(round)).split(UInt64(index)))
+                    updates.append(AdapterUpdate(clientID: "client-\(index + 1)", delta: zip(values, global).map { $0 - $1 }, examples: examples.count))
+                }
+                try server.apply(try aggregator.aggregate(updates, key: runKey).delta, to: &global)
+            }
+            try part.assign(flattenedValues: try Tensor(shape: [global.count], values: global))
             let scorer = CentralizedScorer(part: part)
-            let memberLosses = try losses(of: members.map(\.1), model: scorer)
-            let otherLosses = try losses(of: others.map(\.1), model: scorer)
-            let accuracy = try Evaluator.classification(choices, model: scorer, batchSize: 8).accuracy
+            let memberLosses = try losses(of: members, model: scorer)
+            let otherLosses = try losses(of: others.map(\.0), model: scorer)
+            let accuracy = try Evaluator.classification(others.map(\.1), model: scorer, batchSize: 8).accuracy
             let spent = try z.map { try RDPAccountant.epsilon(noiseMultiplier: $0, sampleRate: q, steps: steps, delta: configuration.delta).epsilon }
             let result = MembershipResult(targetEpsilon: target, epsilon: spent, noiseMultiplier: z,
                                           auc: auc(memberLosses: memberLosses, nonMemberLosses: otherLosses),
@@ -237,8 +260,8 @@ extension MembershipInference {
             results.append(result)
         }
         let notes = [
-            "each run trains LoRA r = \(configuration.loraRank) on q_proj/v_proj of the frozen model on the \(members.count) members: one data owner's local training in federated LoRA; DP-SGD gives example-level (ε, δ)-DP for that owner's examples",
-            "losses are the mean next-token loss over each example's answer tokens; AUC is over \(members.count) members and \(others.count) non-members from the same pool",
+            "federated LoRA r = \(configuration.loraRank) on q_proj/v_proj, FedAvg over \(configuration.clients) clients x \(configuration.members) examples, \(configuration.rounds) rounds x \(configuration.localSteps) local steps (AdamW lr \(configuration.learningRate), batches of \(configuration.batchSize)); DP runs use example-level DP-SGD on every client (Poisson q = \(String(format: "%.3f", q)), clip \(configuration.clip)), ε is the victim's over its \(steps) steps at δ = \(configuration.delta)",
+            "the attacker holds the final global adapters and scores client-1's \(members.count) training examples (members) against \(others.count) held-out examples (non-members); both sets are half yes, half no; loss = mean next-token loss over the answer tokens",
         ]
         return Report(model: configuration.model, task: configuration.task, results: results, configuration: configuration, notes: notes,
                       seconds: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9)
