@@ -77,7 +77,7 @@ let package = Package(
         .testTarget(name: "SiloDataTests", dependencies: ["SiloData", "SiloTestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "SiloPrivacyTests", dependencies: ["SiloPrivacy", "SiloTestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "SiloCompressionTests", dependencies: ["SiloCompression", "SiloTestSupport"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "SiloFederationTests", dependencies: ["SiloFederation", "SiloPrivacy", "SiloData", "SiloTestSupport"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "SiloFederationTests", dependencies: ["SiloFederation", "SiloPrivacy", "SiloData", "SiloCompression", "SiloTestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "SiloReportTests", dependencies: ["SiloReport"]),
         // Runs the built `silo` binary (same products folder); `swift build --build-tests` builds it.
         .testTarget(name: "SiloCLITests", resources: [.copy("Fixtures")]),

@@ -1,4 +1,5 @@
 import Foundation
+import SiloCompression
 import SiloModels
 
 /// Every knob of a simulated federated run (`silo simulate --config FILE`). Keys are snake_case in the
@@ -135,12 +136,15 @@ public struct SimulationConfiguration: Codable, Sendable, Equatable {
         public var secureAggregation: Bool = false
         /// Clients that may drop out of secure aggregation and still leave the sum recoverable.
         public var secureAggregationDropouts: Int = 1
+        /// Codec of the uploaded updates: `none`, `q8`, `q4` (blockwise absmax) or `kmeans-K` (K centroids per
+        /// adapter matrix, over its longer axis). Only `none` works with secure aggregation.
+        public var codec: String = "none"
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case rounds, localSteps = "local_steps", clientsPerRound = "clients_per_round", fraction, strategy,
                  proximalMu = "proximal_mu", serverLearningRate = "server_learning_rate", beta1, beta2, tau,
                  loraAggregation = "lora_aggregation", secureAggregation = "secure_aggregation",
-                 secureAggregationDropouts = "secure_aggregation_dropouts"
+                 secureAggregationDropouts = "secure_aggregation_dropouts", codec
         }
     }
 
@@ -266,6 +270,12 @@ public struct SimulationConfiguration: Codable, Sendable, Equatable {
         }
         try require((0..<1).contains(federated.beta1) && (0..<1).contains(federated.beta2), "federated.beta1", "beta1 and beta2 must be in [0, 1)")
         try require(federated.secureAggregationDropouts >= 0, "federated.secure_aggregation_dropouts", "must be >= 0")
+        do {
+            let codec = try makeCodec(federated.codec)
+            if federated.secureAggregation { try checkSecureAggregationCompatible(codec) }
+        } catch {
+            throw ConfigurationError("federated.codec: \(error)")
+        }
         if mode == "federated-lora" {
             try require(adapters.lora != nil, "adapters.lora", "federated-lora trains LoRA adapters: set adapters.lora")
             if federated.loraAggregation == .product {
@@ -461,6 +471,7 @@ extension SimulationConfiguration.Federated {
         loraAggregation = try c.decodeIfPresent(LoRAAggregation.self, forKey: .loraAggregation) ?? loraAggregation
         secureAggregation = try c.decodeIfPresent(Bool.self, forKey: .secureAggregation) ?? secureAggregation
         secureAggregationDropouts = try c.decodeIfPresent(Int.self, forKey: .secureAggregationDropouts) ?? secureAggregationDropouts
+        codec = try c.decodeIfPresent(String.self, forKey: .codec) ?? codec
     }
 }
 

@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 import SiloModels
+import SiloCompression
 import SiloPrivacy
 import SiloTensor
 @testable import SiloData
@@ -293,6 +294,22 @@ final class FederatedLoRATests: XCTestCase {
         XCTAssertLessThan(proximal, free, "the proximal term must keep the client closer to the global adapters")
     }
 
+    // MARK: Compression of updates
+
+    func testUpdateCompressionRoundTripsEachMatrix() throws {
+        // A (2, 6) and B (6, 2): k-means with k ≥ the longer axis is lossless (every row its own centroid),
+        // whichever way the matrix lies; 8-bit blockwise loses at most half a step per value.
+        let delta: [Float] = (0..<24).map { Float(sin(Double($0) * 0.7)) }
+        let shapes = [[2, 6], [6, 2]]
+        let exact = try UpdateCompression.roundTrip(delta, shapes: shapes, codec: KMeansCodec(clusters: 6))
+        assertClose(exact.values, delta, tolerance: 1e-6, "kmeans-6")
+        let (q8, bytes) = try UpdateCompression.roundTrip(delta, shapes: shapes, codec: BlockwiseQuantizationCodec(bits: 8))
+        assertClose(q8, delta, tolerance: 1.0 / 127, "q8")
+        XCTAssertEqual(bytes, 2 * (16 + 4 + 12))
+        let (coarse, _) = try UpdateCompression.roundTrip(delta, shapes: shapes, codec: KMeansCodec(clusters: 2))
+        XCTAssertNotEqual(coarse, delta, "2 centroids for 6 rows must lose something")
+    }
+
     // MARK: Configuration
 
     func testInvalidFederatedConfigurationsAreRefused() throws {
@@ -313,6 +330,8 @@ final class FederatedLoRATests: XCTestCase {
         refused({ $0.federated.strategy = "fedsgd" }, "'fedsgd' is not one of")
         refused({ $0.mode = "federated" }, "mode: 'federated' is not one of split, federated-lora")
         refused({ $0.privacy.localDP = .init(noiseMultiplier: 0, clip: 1) }, "privacy.local_dp.noise_multiplier")
+        refused({ $0.federated.codec = "kmeans-16"; $0.federated.secureAggregation = true }, "cannot be combined with secure aggregation")
+        refused({ $0.federated.codec = "gzip" }, "federated.codec: codec 'gzip' is not one of")
         let yaml = "{\"mode\": \"federated-lora\", \"privacy\": {\"example_dp\": {\"noise\": 1}}}"
         XCTAssertThrowsError(try JSONDecoder().decode(SimulationConfiguration.self, from: Data(yaml.utf8))) {
             XCTAssertTrue("\($0)".contains("privacy.example_dp.noise: unknown key"), "\($0)")

@@ -1,4 +1,5 @@
 import Foundation
+import SiloCompression
 import SiloData
 import SiloModels
 import SiloPrivacy
@@ -77,7 +78,12 @@ public enum FederatedLoRASimulation {
         let layers = model.layerCount
         let d = part.trainableCount
         let modelParameters = model.namedParameters().filter { !$0.name.contains("lora_") }.reduce(0) { $0 + $1.tensor.count }
-        let layout = try LoRALayout(names: part.trainableNames, shapes: part.trainableTensors.map(\.shape))
+        let shapes = part.trainableTensors.map(\.shape)
+        let layout = try LoRALayout(names: part.trainableNames, shapes: shapes)
+        let codec = try makeCodec(settings.codec, seed: configuration.seed)
+        if codec.name != "none" {
+            notes.append("updates compressed with \(codec.name) before upload (each adapter matrix on its own; k-means clusters the rows of the longer axis); the server aggregates the decoded updates")
+        }
         if configuration.adapters.prefix != nil {
             notes.append("federated-lora trains LoRA only; the prefix section is ignored")
         }
@@ -185,6 +191,7 @@ public enum FederatedLoRASimulation {
 
             // Local training.
             var updates: [AdapterUpdate] = [], clientLosses: [String: Double] = [:], trained: [[Float]] = []
+            var compressedBytes: [String: Int] = [:]
             let globalTensor = try Tensor(shape: [d], values: global)
             for id in participants {
                 let clientKey = roundKey.split(id)
@@ -206,6 +213,11 @@ public enum FederatedLoRASimulation {
                     try ledger.record(client: id, mechanism: "dp-sgd", noiseMultiplier: z, sampleRate: sampleRate, steps: settings.localSteps)
                 }
                 guard delta.allSatisfy(\.isFinite) else { throw ProtocolError("\(id): round \(round): the local update is not finite") }
+                if codec.name != "none" {
+                    let (decoded, bytes) = try UpdateCompression.roundTrip(delta, shapes: shapes, codec: codec)
+                    delta = decoded
+                    compressedBytes[id] = bytes
+                }
                 updates.append(AdapterUpdate(clientID: id, delta: delta, examples: prepared.clientExamples[id]?.count ?? 0))
                 trained.append(zip(global, delta).map { $0 + $1 })
                 clientLosses[id] = loss
@@ -217,7 +229,7 @@ public enum FederatedLoRASimulation {
             if settings.loraAggregation == .product {
                 global = try layout.productAverage(trained, weights: updates.map { Double($0.examples) })
                 record = AggregationRecord(updateNorms: Dictionary(uniqueKeysWithValues: updates.map { ($0.clientID, UpdateAggregator.norm($0.delta)) }))
-                for update in updates { uploadBytes[update.clientID] = d * 4 + 8 }
+                for update in updates { uploadBytes[update.clientID] = (compressedBytes[update.clientID] ?? d * 4) + 8 }
             } else {
                 let result: (delta: [Float], record: AggregationRecord)
                 if settings.secureAggregation {
@@ -231,7 +243,7 @@ public enum FederatedLoRASimulation {
                     record = withClamps
                 } else {
                     result = try aggregator.aggregate(updates, key: roundKey.split("aggregate"))
-                    for update in updates { uploadBytes[update.clientID] = (d + 2) * 4 }
+                    for update in updates { uploadBytes[update.clientID] = (compressedBytes[update.clientID] ?? d * 4) + 8 }
                     try server.apply(result.delta, to: &global)
                     record = result.record
                 }
@@ -335,6 +347,33 @@ public enum FederatedLoRASimulation {
         }
         part.setTraining(false)
         return (part.flattenedValues().toArray(), losses.isEmpty ? .nan : losses.reduce(0, +) / Double(losses.count))
+    }
+}
+
+/// A client's update through a codec, matrix by matrix: what the server decodes, and the bytes sent.
+enum UpdateCompression {
+    static func roundTrip(_ delta: [Float], shapes: [[Int]], codec: any TensorCodec) throws -> (values: [Float], bytes: Int) {
+        var result: [Float] = [], bytes = 0, offset = 0
+        result.reserveCapacity(delta.count)
+        for shape in shapes {
+            let count = shape.reduce(1, *)
+            var rows = shape.first ?? 1, columns = count / max(1, rows)
+            var piece = Array(delta[offset..<(offset + count)])
+            let transpose = codec is KMeansCodec && rows < columns
+            if transpose {
+                piece = (0..<count).map { piece[($0 % rows) * columns + $0 / rows] }
+                swap(&rows, &columns)
+            }
+            let encoded = try codec.encode(piece, rows: rows, columns: columns)
+            bytes += encoded.count
+            var decoded = try codec.decode(encoded).values
+            if transpose {
+                decoded = (0..<count).map { decoded[($0 % rows) * columns + $0 / rows] }
+            }
+            result += decoded
+            offset += count
+        }
+        return (result, bytes)
     }
 }
 
