@@ -1,6 +1,7 @@
 import Foundation
 import SiloData
 import SiloModels
+import SiloPrivacy
 import SiloTensor
 
 /// What `silo simulate` writes to `results.json` (snake_case keys).
@@ -50,9 +51,11 @@ public struct SimulationResults: Codable, Sendable {
     public var seconds: Double
     /// Federated LoRA: rounds, privacy ledger, bytes (nil in split mode).
     public var federated: FederatedResults? = nil
+    /// Split mode with activation noise: each client's ε for its activations (nil without noise).
+    public var activationEpsilon: [String: Double]? = nil
 
     enum CodingKeys: String, CodingKey {
-        case federated
+        case federated, activationEpsilon = "activation_epsilon"
         case mode, clients, steps, model, task, plan, trainLoss = "train_loss", evalBefore = "eval_before",
              evalAfter = "eval_after", centralized, bytes, messages, secondsPerStep = "seconds_per_step", timings,
              examplesPerClient = "examples_per_client", evaluationExamples = "evaluation_examples", failures, notes,
@@ -118,7 +121,9 @@ public enum Simulation {
                                            batches: {
                 guard let next = batches.next() else { throw ProtocolError("\(id): no batch left") }
                 return next
-            }, timer: timer))
+            }, timer: timer, activationNoise: configuration.split.activationNoise.map {
+                ActivationNoise(noiseMultiplier: $0.noiseMultiplier, clip: $0.clip, key: key.split("activation-noise").split(id))
+            }))
         }
         let server = try SplitServer(plan: plan, model: Checkpoint.load(modelURL, stages: plan.serverStages), adapters: adapters,
                                      key: key.split("adapters"), optimizer: optimizerFactory)
@@ -170,6 +175,20 @@ public enum Simulation {
             notes.append("centralized: the same adapters and optimizer on the whole model, trained on the same batches (\(schedule.mode == .serial ? "in the serial order" : "the clients' batches of each step stacked")); it starts from the same initial model, so eval_before is shared")
         }
 
+        var activationEpsilon: [String: Double]?
+        if let noise = configuration.split.activationNoise {
+            // An example's activations are released once per epoch it is in (batches go through the data
+            // without repetition within an epoch): compose the Gaussian mechanism over that many releases.
+            var epsilons: [String: Double] = [:]
+            for id in activeIDs {
+                let examples = max(1, prepared.clientExamples[id]?.count ?? 1)
+                let releases = (stepsPerClient * configuration.data.batchSize + examples - 1) / examples
+                epsilons[id] = try RDPAccountant.epsilon(noiseMultiplier: noise.noiseMultiplier, sampleRate: 1, steps: max(1, releases),
+                                                         delta: configuration.privacy.delta).epsilon
+            }
+            activationEpsilon = epsilons
+            notes.append("activation noise: each example's activations clipped to \(noise.clip) and N(0, (\(noise.noiseMultiplier)·\(noise.clip))²) added before they leave the client; activation_epsilon is each client's ε at δ = \(configuration.privacy.delta) for the examples released most often (the label-side traffic and the adapters are not covered)")
+        }
         var secondsPerStep = ["split": splitSeconds / Double(max(1, records.count))]
         if let centralizedRun { secondsPerStep["centralized"] = centralizedRun.secondsPerStep }
         return SimulationResults(
@@ -178,7 +197,7 @@ public enum Simulation {
             centralized: centralizedRun, bytes: transport.traffic.bytes, messages: transport.traffic.messages,
             secondsPerStep: secondsPerStep, timings: timer.totals, examplesPerClient: examplesPerClient,
             evaluationExamples: evaluationExamples, failures: failures, notes: notes, configuration: configuration,
-            seconds: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9)
+            seconds: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9, activationEpsilon: activationEpsilon)
     }
 
     /// What every mode needs before training: the model file, the task, each client's encoded examples,

@@ -73,10 +73,33 @@ public struct SimulationConfiguration: Codable, Sendable, Equatable {
         public var allowUnsafeCut: Bool = false
         /// `gradients` (every step; exact centralized equivalence) or `parameters` (FedAvg of values per round).
         public var clientAggregation: ClientAggregation = .gradients
+        /// Gaussian noise on the activations each client sends (each example's clipped to `clip`, then
+        /// N(0, (z·clip)²)); accounted per client in `results.json` (`activation_privacy`).
+        public var activationNoise: NoiseSettings? = nil
+
+        public struct NoiseSettings: Codable, Sendable, Equatable {
+            public var noiseMultiplier: Double = 1
+            public var clip: Double = 1
+
+            enum CodingKeys: String, CodingKey, CaseIterable { case noiseMultiplier = "noise_multiplier", clip }
+
+            public init(noiseMultiplier: Double = 1, clip: Double = 1) {
+                self.noiseMultiplier = noiseMultiplier
+                self.clip = clip
+            }
+
+            public init(from decoder: any Decoder) throws {
+                self.init()
+                let c = try decoder.container(keyedBy: CodingKeys.self)
+                try rejectUnknownKeys(decoder, known: CodingKeys.allCases.map(\.stringValue))
+                noiseMultiplier = try c.decodeIfPresent(Double.self, forKey: .noiseMultiplier) ?? noiseMultiplier
+                clip = try c.decodeIfPresent(Double.self, forKey: .clip) ?? clip
+            }
+        }
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case mode, k, j, rounds, localSteps = "local_steps", allowUnsafeCut = "allow_unsafe_cut",
-                 clientAggregation = "client_aggregation"
+                 clientAggregation = "client_aggregation", activationNoise = "activation_noise"
         }
     }
 
@@ -250,6 +273,10 @@ public struct SimulationConfiguration: Codable, Sendable, Equatable {
         try require(partition.alpha > 0, "partition.alpha", "must be positive (got \(partition.alpha))")
         try require(split.rounds >= 1, "split.rounds", "must be at least 1 (got \(split.rounds))")
         try require(split.localSteps >= 1, "split.local_steps", "must be at least 1 (got \(split.localSteps))")
+        if let noise = split.activationNoise {
+            try require(noise.noiseMultiplier > 0 && noise.noiseMultiplier.isFinite, "split.activation_noise.noise_multiplier", "must be > 0 (got \(noise.noiseMultiplier))")
+            try require(noise.clip > 0 && noise.clip.isFinite, "split.activation_noise.clip", "must be > 0 (got \(noise.clip))")
+        }
         try require(adapters.lora != nil || adapters.prefix != nil, "adapters", "train LoRA, a prefix or both")
         try require(["adamw", "sgd"].contains(optimizer.name), "optimizer.name", "'\(optimizer.name)' is not adamw or sgd")
         try require(optimizer.learningRate > 0 && optimizer.learningRate.isFinite, "optimizer.learning_rate", "must be positive (got \(optimizer.learningRate))")
@@ -375,6 +402,7 @@ extension SimulationConfiguration.Split {
         localSteps = try container.decodeIfPresent(Int.self, forKey: .localSteps) ?? localSteps
         allowUnsafeCut = try container.decodeIfPresent(Bool.self, forKey: .allowUnsafeCut) ?? allowUnsafeCut
         clientAggregation = try container.decodeIfPresent(ClientAggregation.self, forKey: .clientAggregation) ?? clientAggregation
+        activationNoise = try container.decodeIfPresent(NoiseSettings.self, forKey: .activationNoise) ?? activationNoise
     }
 }
 

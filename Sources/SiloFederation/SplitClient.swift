@@ -99,6 +99,11 @@ public final class SplitClient: SplitClientEndpoint {
     }
 
     private var phase = Phase.idle
+    /// Gaussian noise on the released activations (nil: none).
+    public let activationNoise: ActivationNoise?
+    /// Per example of the step in flight, the clipping factor applied to its activations.
+    private var activationScales: [Float] = []
+    private var releases = 0
     /// Examples trained on since the last aggregation (the FedAvg weight).
     public private(set) var examplesSinceAggregation = 0
 
@@ -108,7 +113,8 @@ public final class SplitClient: SplitClientEndpoint {
     ///   - batches: the client's next training batch (its own data).
     public init(clientID: String, plan: SplitPlan, model: any LanguageModel, adapters: AdapterSpecification,
                 key: RandomKey, optimizer makeOptimizer: ([Tensor]) throws -> any Optimizer,
-                batches: @escaping () throws -> TrainingBatch, timer: WorkTimer = WorkTimer()) throws {
+                batches: @escaping () throws -> TrainingBatch, timer: WorkTimer = WorkTimer(),
+                activationNoise: ActivationNoise? = nil) throws {
         let missing = plan.clientStages.subtracting(model.loadedStages)
         guard missing.isEmpty else {
             throw ModelError(.stageNotLoaded, "client \(clientID): the model instance lacks \(missing.sorted().map(\.description)) of \(plan)")
@@ -120,6 +126,7 @@ public final class SplitClient: SplitClientEndpoint {
         self.optimizer = trainables.isEmpty ? nil : try makeOptimizer(trainables)
         self.nextBatch = batches
         self.timer = timer
+        self.activationNoise = activationNoise
     }
 
     public func handle(_ request: SplitMessage) throws -> SplitMessage {
@@ -174,7 +181,12 @@ public final class SplitClient: SplitClientEndpoint {
         let output = try timer.measure(.clientCompute) {
             try part.embedAndRun(ids: batch.ids, batch: batch.batch, time: batch.time, blocks: plan.inputBlockRange)
         }
-        let body = timer.measure(.copying) { WireTensor(tensor: output).encoded() }
+        var released = output
+        if let activationNoise {
+            (released, activationScales) = activationNoise.release(output, key: activationNoise.key.split(UInt64(releases)))
+            releases += 1
+        }
+        let body = timer.measure(.copying) { WireTensor(tensor: released).encoded() }
         phase = .sentActivations(round: round, step: step, batch: batch, output: output)
         return SplitMessage(kind: .activations, round: round, step: step, body: body)
     }
@@ -216,7 +228,11 @@ public final class SplitClient: SplitClientEndpoint {
         }
         let holdStep = received.scalars.first == 1
         try timer.measure(.clientCompute) {
-            if inputOutput.requiresGrad { try inputOutput.backward(seed: received.tensor) }
+            if inputOutput.requiresGrad {
+                // h' = s_b·h_b + noise: the gradient reaching h_b is s_b·dL/dh' (s_b held constant).
+                let seed = activationNoise == nil ? received.tensor : ActivationNoise.scaled(received.tensor, by: activationScales)
+                try inputOutput.backward(seed: seed)
+            }
             if !holdStep {
                 try optimizer?.step()
                 optimizer?.zeroGrad()
@@ -251,5 +267,48 @@ public final class SplitClient: SplitClientEndpoint {
         }
         phase = .idle
         return SplitMessage(kind: .acknowledgement, round: request.round, step: request.step)
+    }
+}
+
+/// Gaussian noise on the activations a split client releases (the smashed data): each example's (T, C)
+/// block is clipped to L2 norm `clip` and N(0, (z·clip)²) is added to every value — a Gaussian mechanism
+/// of noise multiplier z per release of an example, composed over the steps that example is in.
+public struct ActivationNoise: Sendable {
+    public var noiseMultiplier: Double
+    public var clip: Double
+    public var key: RandomKey
+
+    public init(noiseMultiplier: Double, clip: Double, key: RandomKey) {
+        self.noiseMultiplier = noiseMultiplier
+        self.clip = clip
+        self.key = key
+    }
+
+    /// The released tensor and each example's clipping factor.
+    func release(_ activations: Tensor, key: RandomKey) -> (Tensor, [Float]) {
+        let values = activations.isContiguous ? activations : activations.contiguous()
+        let batch = values.shape[0], size = values.count / max(1, batch)
+        let out = Tensor.empty(values.shape)
+        let noise = Tensor.randomNormal(values.shape, standardDeviation: Float(noiseMultiplier * clip), key: key).toArray()
+        var scales: [Float] = []
+        for row in 0..<batch {
+            let base = row * size
+            var norm = 0.0
+            for index in 0..<size { norm += Double(values.pointer[base + index]) * Double(values.pointer[base + index]) }
+            let scale = Float(min(1, clip / max(norm.squareRoot(), 1e-30)))
+            scales.append(scale)
+            for index in 0..<size { out.pointer[base + index] = values.pointer[base + index] * scale + noise[base + index] }
+        }
+        return (out, scales)
+    }
+
+    static func scaled(_ gradient: Tensor, by scales: [Float]) -> Tensor {
+        let values = gradient.isContiguous ? gradient : gradient.contiguous()
+        let size = values.count / max(1, scales.count)
+        let out = Tensor.empty(values.shape)
+        for (row, scale) in scales.enumerated() {
+            for index in 0..<size { out.pointer[row * size + index] = values.pointer[row * size + index] * scale }
+        }
+        return out
     }
 }

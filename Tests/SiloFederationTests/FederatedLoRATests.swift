@@ -338,3 +338,38 @@ final class FederatedLoRATests: XCTestCase {
         }
     }
 }
+
+/// Noise on the activations a split client releases.
+final class ActivationNoiseTests: XCTestCase {
+    func testEachExampleIsClippedAndNoiseHasTheRightScale() throws {
+        // Two examples of (T 50, C 40): row 0 of norm 10 (clipped to 2), row 1 of norm 1 (kept).
+        let t = 50, c = 40, size = t * c
+        var values = [Float](repeating: 0, count: 2 * size)
+        values[0] = 6; values[1] = 8
+        values[size] = 1
+        let activations = try Tensor(shape: [2, t, c], values: values)
+        let quiet = ActivationNoise(noiseMultiplier: 1e-9, clip: 2, key: RandomKey(seed: 1))
+        let (released, scales) = quiet.release(activations, key: RandomKey(seed: 2))
+        XCTAssertEqual(scales, [0.2, 1])
+        let out = released.toArray()
+        XCTAssertEqual(out[0], 1.2, accuracy: 1e-6)
+        XCTAssertEqual(out[1], 1.6, accuracy: 1e-6)
+        XCTAssertEqual(out[size], 1, accuracy: 1e-6)
+        // The gradient reaching the activations is scaled per example like the values.
+        let gradient = ActivationNoise.scaled(try Tensor(shape: [2, t, c], values: [Float](repeating: 1, count: 2 * size)), by: scales).toArray()
+        XCTAssertEqual(gradient[5], 0.2, accuracy: 1e-7)
+        XCTAssertEqual(gradient[size + 5], 1)
+        // Noise: N(0, (z·clip)²) on every value.
+        let noisy = ActivationNoise(noiseMultiplier: 0.5, clip: 2, key: RandomKey(seed: 1))
+        let zeros = try Tensor(shape: [2, t, c], values: [Float](repeating: 0, count: 2 * size))
+        let sample = noisy.release(zeros, key: RandomKey(seed: 3)).0.toArray()
+        let deviation = (sample.reduce(0.0) { $0 + Double($1) * Double($1) } / Double(sample.count)).squareRoot()
+        XCTAssertEqual(deviation, 1.0, accuracy: 0.04, "σ = z·clip = 1 (4000 values: 4% is > 3 standard errors)")
+    }
+
+    func testConfigurationRefusesNonPositiveNoise() {
+        var configuration = SimulationConfiguration()
+        configuration.split.activationNoise = .init(noiseMultiplier: 0, clip: 1)
+        XCTAssertThrowsError(try configuration.validate()) { XCTAssertTrue("\($0)".contains("split.activation_noise.noise_multiplier: must be > 0"), "\($0)") }
+    }
+}
