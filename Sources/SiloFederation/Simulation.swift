@@ -53,9 +53,11 @@ public struct SimulationResults: Codable, Sendable {
     public var federated: FederatedResults? = nil
     /// Split mode with activation noise: each client's ε for its activations (nil without noise).
     public var activationEpsilon: [String: Double]? = nil
+    /// k-means-centroids mode: ratio, bytes, k-means time (nil otherwise).
+    public var centroids: CentroidResults? = nil
 
     enum CodingKeys: String, CodingKey {
-        case federated, activationEpsilon = "activation_epsilon"
+        case federated, activationEpsilon = "activation_epsilon", centroids
         case mode, clients, steps, model, task, plan, trainLoss = "train_loss", evalBefore = "eval_before",
              evalAfter = "eval_after", centralized, bytes, messages, secondsPerStep = "seconds_per_step", timings,
              examplesPerClient = "examples_per_client", evaluationExamples = "evaluation_examples", failures, notes,
@@ -81,6 +83,9 @@ public enum Simulation {
         try configuration.validate()
         if configuration.mode == "federated-lora" {
             return try FederatedLoRASimulation.run(configuration, modelStore: modelStore, dataStore: dataStore, onEvent: onEvent)
+        }
+        if configuration.mode == "kmeans-centroids" {
+            return try CentroidExchangeSimulation.run(configuration, modelStore: modelStore, dataStore: dataStore, onEvent: onEvent)
         }
         let started = DispatchTime.now().uptimeNanoseconds
         let seed = configuration.seed

@@ -27,6 +27,36 @@ public struct SimulationConfiguration: Codable, Sendable, Equatable {
     public var mode: String = "split"
     public var federated = Federated()
     public var privacy = Privacy()
+    public var centroids = Centroids()
+
+    /// Trustformer's centroid exchange (`mode: kmeans-centroids`; rounds and local steps from `federated`).
+    public struct Centroids: Codable, Sendable, Equatable {
+        /// k = ratio x rows per matrix (1: FedAvg of the full weights).
+        public var ratio: Double = 0.01
+        public var iterations: Int = 10
+        public var alignment: CentroidAlignment = .sharedSeed
+        /// Send norm weights and biases in full (else they stay local).
+        public var sendVectors: Bool = true
+        /// Full fine-tuning needs a far smaller rate than LoRA (the `optimizer` section's rate is LoRA's).
+        public var learningRate: Float = 1e-5
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case ratio, iterations, alignment, sendVectors = "send_vectors", learningRate = "learning_rate"
+        }
+
+        public init() {}
+
+        public init(from decoder: any Decoder) throws {
+            self.init()
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            try rejectUnknownKeys(decoder, known: CodingKeys.allCases.map(\.stringValue))
+            ratio = try c.decodeIfPresent(Double.self, forKey: .ratio) ?? ratio
+            iterations = try c.decodeIfPresent(Int.self, forKey: .iterations) ?? iterations
+            alignment = try c.decodeIfPresent(CentroidAlignment.self, forKey: .alignment) ?? alignment
+            sendVectors = try c.decodeIfPresent(Bool.self, forKey: .sendVectors) ?? sendVectors
+            learningRate = try c.decodeIfPresent(Float.self, forKey: .learningRate) ?? learningRate
+        }
+    }
 
     public init() {}
 
@@ -252,7 +282,7 @@ public struct SimulationConfiguration: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case model, task, seed, clients, data, partition, split, adapters, optimizer, evaluation, centralized, mode, federated, privacy
+        case model, task, seed, clients, data, partition, split, adapters, optimizer, evaluation, centralized, mode, federated, privacy, centroids
     }
 
     /// Checks ranges and combinations, naming the key.
@@ -282,7 +312,10 @@ public struct SimulationConfiguration: Codable, Sendable, Equatable {
         try require(optimizer.learningRate > 0 && optimizer.learningRate.isFinite, "optimizer.learning_rate", "must be positive (got \(optimizer.learningRate))")
         try require(evaluation.examples >= 0, "evaluation.examples", "must be at least 0 (0 skips evaluation)")
         try require(evaluation.batchSize >= 1, "evaluation.batch_size", "must be at least 1")
-        try require(["split", "federated-lora"].contains(mode), "mode", "'\(mode)' is not one of split, federated-lora")
+        try require(["split", "federated-lora", "kmeans-centroids"].contains(mode), "mode", "'\(mode)' is not one of split, federated-lora, kmeans-centroids")
+        try require(centroids.ratio > 0 && centroids.ratio <= 1, "centroids.ratio", "must be in (0, 1] (got \(centroids.ratio))")
+        try require(centroids.iterations >= 0, "centroids.iterations", "must be >= 0")
+        try require(centroids.learningRate > 0 && centroids.learningRate.isFinite, "centroids.learning_rate", "must be > 0")
         try require(federated.rounds >= 1, "federated.rounds", "must be at least 1 (got \(federated.rounds))")
         try require(federated.localSteps >= 1, "federated.local_steps", "must be at least 1 (got \(federated.localSteps))")
         if let count = federated.clientsPerRound {
@@ -355,6 +388,7 @@ extension SimulationConfiguration {
         mode = try container.decodeIfPresent(String.self, forKey: .mode) ?? mode
         federated = try container.decodeIfPresent(Federated.self, forKey: .federated) ?? federated
         privacy = try container.decodeIfPresent(Privacy.self, forKey: .privacy) ?? privacy
+        centroids = try container.decodeIfPresent(Centroids.self, forKey: .centroids) ?? centroids
     }
 }
 

@@ -328,7 +328,7 @@ final class FederatedLoRATests: XCTestCase {
         refused({ $0.privacy.delta = 1 }, "privacy.delta: must be in (0, 1)")
         refused({ $0.federated.fraction = 0 }, "federated.fraction")
         refused({ $0.federated.strategy = "fedsgd" }, "'fedsgd' is not one of")
-        refused({ $0.mode = "federated" }, "mode: 'federated' is not one of split, federated-lora")
+        refused({ $0.mode = "federated" }, "mode: 'federated' is not one of split, federated-lora, kmeans-centroids")
         refused({ $0.privacy.localDP = .init(noiseMultiplier: 0, clip: 1) }, "privacy.local_dp.noise_multiplier")
         refused({ $0.federated.codec = "kmeans-16"; $0.federated.secureAggregation = true }, "cannot be combined with secure aggregation")
         refused({ $0.federated.codec = "gzip" }, "federated.codec: codec 'gzip' is not one of")
