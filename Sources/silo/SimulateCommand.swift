@@ -104,7 +104,7 @@ enum SimulationReport {
     static func summaryTable(_ results: SimulationResults) -> String {
         var rows = metricRows(results)
         rows.append(["train loss (last)", "–", format(results.trainLoss.last), format(results.centralized?.trainLoss.last)])
-        rows.append(["seconds per \(results.federated == nil ? "step" : "round")", "–",
+        rows.append(["seconds per \(results.federated == nil && results.centroids == nil ? "step" : "round")", "–",
                      format(results.secondsPerStep["split"] ?? results.secondsPerStep["round"]), format(results.secondsPerStep["centralized"])])
         rows.append(["bytes sent", "–", bytes(results.bytes.values.reduce(0, +)), "–"])
         if let federated = results.federated {
@@ -112,7 +112,8 @@ enum SimulationReport {
                 rows.append(["ε \(client) (δ = \(federated.delta))", "–", format(row["total"]), "–"])
             }
         }
-        return TextTable(headers: ["", "before", results.federated == nil ? "split (\(results.mode))" : results.mode, "centralized"], rows: rows).render()
+        let isSplit = results.federated == nil && results.centroids == nil
+        return TextTable(headers: ["", "before", isSplit ? "split (\(results.mode))" : results.mode, "centralized"], rows: rows).render()
     }
 
     static func make(_ results: SimulationResults) -> Report {
@@ -138,6 +139,15 @@ enum SimulationReport {
             .lineChart(LineChart(title: results.federated == nil ? "Training loss per step" : "Mean local training loss per round",
                                  xLabel: results.federated == nil ? "step" : "round", yLabel: "mean loss over the answer tokens", series: curves)),
         ]))
+        if let centroids = results.centroids {
+            let perRound = centroids.bytesPerRoundPerClient
+            sections.append(Report.Section(title: "Centroid exchange (ratio \(centroids.ratio), \(centroids.alignment))", blocks: [
+                .table(Report.Table(caption: "Bytes per round per client, each way, and k-means seconds per client", headers: ["", "value"],
+                                    rows: [["centroids" + (centroids.sendVectors ? " + vectors" : ""), bytes(perRound["upload"] ?? 0)],
+                                           ["FedAvg of the full weights", bytes(perRound["full_model"] ?? 0)],
+                                           ["k-means seconds per round (mean)", format(centroids.compressionSeconds.reduce(0, +) / Double(max(1, centroids.compressionSeconds.count)))]])),
+            ]))
+        }
         if let federated = results.federated {
             var blocks: [Report.Block] = []
             let clients = federated.epsilon.keys.sorted()
