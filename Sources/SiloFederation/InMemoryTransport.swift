@@ -48,13 +48,13 @@ public final class InMemoryTransport: SplitTransport {
     public func exchange(_ request: SplitMessage, with clientID: String) throws -> SplitMessage {
         guard let link = links[clientID] else { throw ProtocolError("no client \(clientID) on this transport") }
         let requestBytes = try timer.measure(.sealing) { try link.serverSide.seal(request) }
-        traffic.record(request.kind, bytes: requestBytes.count)
+        traffic.record(request, sealedBytes: requestBytes.count)
         let responseBytes: [UInt8]
         do {
             let opened = try timer.measure(.sealing) { try link.clientSide.open(requestBytes) }
             let response = try link.endpoint.handle(opened)
             responseBytes = try timer.measure(.sealing) { try link.clientSide.seal(response) }
-            traffic.record(response.kind, bytes: responseBytes.count)
+            traffic.record(response, sealedBytes: responseBytes.count)
         } catch {
             throw ClientFailure(clientID: clientID, underlying: error)
         }

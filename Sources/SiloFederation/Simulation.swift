@@ -1,4 +1,5 @@
 import Foundation
+import SiloCompression
 import SiloData
 import SiloModels
 import SiloPrivacy
@@ -55,9 +56,11 @@ public struct SimulationResults: Codable, Sendable {
     public var activationEpsilon: [String: Double]? = nil
     /// k-means-centroids mode: ratio, bytes, k-means time (nil otherwise).
     public var centroids: CentroidResults? = nil
+    /// Split mode with `split.codec`: what ``bytes`` would have been uncompressed (nil without a codec).
+    public var bytesUncompressed: [String: Int]? = nil
 
     enum CodingKeys: String, CodingKey {
-        case federated, activationEpsilon = "activation_epsilon", centroids
+        case federated, activationEpsilon = "activation_epsilon", centroids, bytesUncompressed = "bytes_uncompressed"
         case mode, clients, steps, model, task, plan, trainLoss = "train_loss", evalBefore = "eval_before",
              evalAfter = "eval_after", centralized, bytes, messages, secondsPerStep = "seconds_per_step", timings,
              examplesPerClient = "examples_per_client", evaluationExamples = "evaluation_examples", failures, notes,
@@ -118,6 +121,7 @@ public enum Simulation {
         let adapters = configuration.adapters.specification
         let optimizerFactory = makeOptimizer(configuration.optimizer)
         let timer = WorkTimer()
+        let splitCodec: (any TensorCodec)? = configuration.split.codec == "none" ? nil : try makeCodec(configuration.split.codec, seed: configuration.seed)
         var clients: [SplitClient] = []
         for id in activeIDs {
             var batches = (clientBatches[id] ?? []).makeIterator()
@@ -128,7 +132,7 @@ public enum Simulation {
                 return next
             }, timer: timer, activationNoise: configuration.split.activationNoise.map {
                 ActivationNoise(noiseMultiplier: $0.noiseMultiplier, clip: $0.clip, key: key.split("activation-noise").split(id))
-            }))
+            }, codec: splitCodec))
         }
         let server = try SplitServer(plan: plan, model: Checkpoint.load(modelURL, stages: plan.serverStages), adapters: adapters,
                                      key: key.split("adapters"), optimizer: optimizerFactory)
@@ -142,7 +146,7 @@ public enum Simulation {
                                      clientAggregation: configuration.split.clientAggregation)
         let transport = InMemoryTransport(links: try clients.map { try SessionProtection.link(for: $0) }, timer: timer)
         let coordinator = SplitCoordinator(server: server, transport: transport, schedule: schedule, timer: timer,
-                                           log: { onEvent(.message($0)) })
+                                           codec: splitCodec, log: { onEvent(.message($0)) })
         onEvent(.phase("split training, \(schedule.mode.rawValue), \(activeIDs.count) clients", total: schedule.recordedSteps(clients: activeIDs.count)))
         let splitStart = DispatchTime.now().uptimeNanoseconds
         var completed = 0
@@ -202,7 +206,8 @@ public enum Simulation {
             centralized: centralizedRun, bytes: transport.traffic.bytes, messages: transport.traffic.messages,
             secondsPerStep: secondsPerStep, timings: timer.totals, examplesPerClient: examplesPerClient,
             evaluationExamples: evaluationExamples, failures: failures, notes: notes, configuration: configuration,
-            seconds: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9, activationEpsilon: activationEpsilon)
+            seconds: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9, activationEpsilon: activationEpsilon,
+            bytesUncompressed: splitCodec == nil ? nil : transport.traffic.uncompressedBytes)
     }
 
     /// What every mode needs before training: the model file, the task, each client's encoded examples,

@@ -106,6 +106,10 @@ public struct SimulationConfiguration: Codable, Sendable, Equatable {
         /// Gaussian noise on the activations each client sends (each example's clipped to `clip`, then
         /// N(0, (z·clip)²)); accounted per client in `results.json` (`activation_privacy`).
         public var activationNoise: NoiseSettings? = nil
+        /// Codec for the step's four tensors (activations and output gradients up, server outputs and
+        /// activation gradients down): `none`, `q8`, `q4`, `kmeans-K` (see federated.codec). Compressed,
+        /// then sealed; bytes before and after compression are in `results.json`.
+        public var codec: String = "none"
 
         public struct NoiseSettings: Codable, Sendable, Equatable {
             public var noiseMultiplier: Double = 1
@@ -129,7 +133,7 @@ public struct SimulationConfiguration: Codable, Sendable, Equatable {
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case mode, k, j, rounds, localSteps = "local_steps", allowUnsafeCut = "allow_unsafe_cut",
-                 clientAggregation = "client_aggregation", activationNoise = "activation_noise"
+                 clientAggregation = "client_aggregation", activationNoise = "activation_noise", codec
         }
     }
 
@@ -331,6 +335,11 @@ public struct SimulationConfiguration: Codable, Sendable, Equatable {
         try require((0..<1).contains(federated.beta1) && (0..<1).contains(federated.beta2), "federated.beta1", "beta1 and beta2 must be in [0, 1)")
         try require(federated.secureAggregationDropouts >= 0, "federated.secure_aggregation_dropouts", "must be >= 0")
         do {
+            _ = try makeCodec(split.codec)
+        } catch {
+            throw ConfigurationError("split.codec: \(error)")
+        }
+        do {
             let codec = try makeCodec(federated.codec)
             if federated.secureAggregation { try checkSecureAggregationCompatible(codec) }
         } catch {
@@ -437,6 +446,7 @@ extension SimulationConfiguration.Split {
         allowUnsafeCut = try container.decodeIfPresent(Bool.self, forKey: .allowUnsafeCut) ?? allowUnsafeCut
         clientAggregation = try container.decodeIfPresent(ClientAggregation.self, forKey: .clientAggregation) ?? clientAggregation
         activationNoise = try container.decodeIfPresent(NoiseSettings.self, forKey: .activationNoise) ?? activationNoise
+        codec = try container.decodeIfPresent(String.self, forKey: .codec) ?? codec
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import SiloCompression
 import SiloModels
 import SiloTensor
 
@@ -101,6 +102,8 @@ public final class SplitClient: SplitClientEndpoint {
     private var phase = Phase.idle
     /// Gaussian noise on the released activations (nil: none).
     public let activationNoise: ActivationNoise?
+    /// Compresses the step's tensors both ways (`split.codec`; nil: none).
+    public let codec: (any TensorCodec)?
     /// Per example of the step in flight, the clipping factor applied to its activations.
     private var activationScales: [Float] = []
     private var releases = 0
@@ -114,7 +117,7 @@ public final class SplitClient: SplitClientEndpoint {
     public init(clientID: String, plan: SplitPlan, model: any LanguageModel, adapters: AdapterSpecification,
                 key: RandomKey, optimizer makeOptimizer: ([Tensor]) throws -> any Optimizer,
                 batches: @escaping () throws -> TrainingBatch, timer: WorkTimer = WorkTimer(),
-                activationNoise: ActivationNoise? = nil) throws {
+                activationNoise: ActivationNoise? = nil, codec: (any TensorCodec)? = nil) throws {
         let missing = plan.clientStages.subtracting(model.loadedStages)
         guard missing.isEmpty else {
             throw ModelError(.stageNotLoaded, "client \(clientID): the model instance lacks \(missing.sorted().map(\.description)) of \(plan)")
@@ -127,6 +130,7 @@ public final class SplitClient: SplitClientEndpoint {
         self.nextBatch = batches
         self.timer = timer
         self.activationNoise = activationNoise
+        self.codec = codec
     }
 
     public func handle(_ request: SplitMessage) throws -> SplitMessage {
@@ -186,7 +190,7 @@ public final class SplitClient: SplitClientEndpoint {
             (released, activationScales) = activationNoise.release(output, key: activationNoise.key.split(UInt64(releases)))
             releases += 1
         }
-        let body = timer.measure(.copying) { WireTensor(tensor: released).encoded() }
+        let body = try timer.measure(.copying) { try WireTensor(tensor: released).encoded(codec: codec) }
         phase = .sentActivations(round: round, step: step, batch: batch, output: output)
         return SplitMessage(kind: .activations, round: round, step: step, body: body)
     }
@@ -195,7 +199,7 @@ public final class SplitClient: SplitClientEndpoint {
     private func outputPart(_ request: SplitMessage, batch: TrainingBatch, inputOutput: Tensor) throws -> SplitMessage {
         let expected = inputOutput.shape
         let received = try timer.measure(.copying) {
-            try WireTensor.decode(request.body, expectedRank: 3, what: "server output for client \(clientID), step \(request.step)") { shape in
+            try WireTensor.decode(request.body, expectedRank: 3, what: "server output for client \(clientID), step \(request.step)", codec: codec) { shape in
                 guard shape == expected else { throw ProtocolError("server output for client \(clientID), step \(request.step): shape \(shape), expected \(expected)") }
             }
         }
@@ -207,7 +211,7 @@ public final class SplitClient: SplitClientEndpoint {
             try loss.backward()
             return (hidden.grad ?? Tensor.zeros(expected), value, tokens)
         }
-        let body = timer.measure(.copying) { WireTensor(tensor: gradient, scalars: [Double(tokens)]).encoded() }
+        let body = try timer.measure(.copying) { try WireTensor(tensor: gradient, scalars: [Double(tokens)]).encoded(codec: codec) }
         phase = .sentOutputGradients(round: request.round, step: request.step, output: inputOutput, loss: loss,
                                      tokens: tokens, examples: batch.batch)
         return SplitMessage(kind: .outputGradients, round: request.round, step: request.step, body: body)
@@ -219,7 +223,7 @@ public final class SplitClient: SplitClientEndpoint {
     private func finishStep(_ request: SplitMessage, inputOutput: Tensor, loss: Double, tokens: Int, examples: Int) throws -> SplitMessage {
         let expected = inputOutput.shape
         let received = try timer.measure(.copying) {
-            try WireTensor.decode(request.body, expectedRank: 3, what: "activation gradients for client \(clientID), step \(request.step)") { shape in
+            try WireTensor.decode(request.body, expectedRank: 3, what: "activation gradients for client \(clientID), step \(request.step)", codec: codec) { shape in
                 guard shape == expected else { throw ProtocolError("activation gradients for client \(clientID), step \(request.step): shape \(shape), expected \(expected)") }
             }
         }

@@ -1,4 +1,5 @@
 import Foundation
+import SiloCompression
 import SiloModels
 import SiloTensor
 
@@ -84,6 +85,8 @@ public final class SplitCoordinator {
     public let strategy: any AggregationStrategy
     public let schedule: SplitSchedule
     public let timer: WorkTimer
+    /// Compresses the step's tensors both ways (`split.codec`; nil: none); the clients use the same.
+    public let codec: (any TensorCodec)?
     /// Clients still taking part.
     public private(set) var activeClients: [String]
     /// Clients dropped, with why.
@@ -91,7 +94,9 @@ public final class SplitCoordinator {
     private let log: (String) -> Void
 
     public init(server: SplitServer, transport: any SplitTransport, strategy: any AggregationStrategy = FedAvg(),
-                schedule: SplitSchedule, timer: WorkTimer = WorkTimer(), log: @escaping (String) -> Void = { _ in }) {
+                schedule: SplitSchedule, timer: WorkTimer = WorkTimer(), codec: (any TensorCodec)? = nil,
+                log: @escaping (String) -> Void = { _ in }) {
+        self.codec = codec
         self.server = server
         self.transport = transport
         self.strategy = strategy
@@ -162,7 +167,7 @@ public final class SplitCoordinator {
             guard let response = call(client, SplitMessage(kind: .stepBegin, round: round, step: step), expecting: .activations) else { continue }
             do {
                 let message = try timer.measure(.copying) {
-                    try WireTensor.decode(response.body, expectedRank: 3, what: "activations from client \(client), step \(step)") { shape in
+                    try WireTensor.decode(response.body, expectedRank: 3, what: "activations from client \(client), step \(step)", codec: codec) { shape in
                         guard shape[0] > 0, shape[1] > 0, shape[2] == hidden else {
                             throw ProtocolError("activations from client \(client), step \(step): shape \(shape), expected (B, T, \(hidden))")
                         }
@@ -181,7 +186,7 @@ public final class SplitCoordinator {
         var tokens: [Double] = []
         var survivors: [Bool] = []
         for (index, client) in participants.enumerated() {
-            let body = timer.measure(.copying) { WireTensor(tensor: outputs[index]).encoded() }
+            let body = try timer.measure(.copying) { try WireTensor(tensor: outputs[index]).encoded(codec: codec) }
             var gradient = Tensor.zeros(outputs[index].shape)
             var count = 0.0
             var ok = false
@@ -189,7 +194,7 @@ public final class SplitCoordinator {
                 do {
                     let expected = outputs[index].shape
                     let message = try timer.measure(.copying) {
-                        try WireTensor.decode(response.body, expectedRank: 3, what: "output gradients from client \(client), step \(step)") { shape in
+                        try WireTensor.decode(response.body, expectedRank: 3, what: "output gradients from client \(client), step \(step)", codec: codec) { shape in
                             guard shape == expected else { throw ProtocolError("output gradients from client \(client), step \(step): shape \(shape), expected \(expected)") }
                         }
                     }
@@ -221,7 +226,7 @@ public final class SplitCoordinator {
         var clientGradients: [ClientUpdate] = []
         let holdStep: Double = schedule.clientAggregation == .gradients ? 1 : 0
         for (index, client) in participants.enumerated() where survivors[index] {
-            let body = timer.measure(.copying) { WireTensor(tensor: inputGradients[index], scalars: [holdStep]).encoded() }
+            let body = try timer.measure(.copying) { try WireTensor(tensor: inputGradients[index], scalars: [holdStep]).encoded(codec: codec) }
             guard let response = call(client, SplitMessage(kind: .activationGradients, round: round, step: step, body: body), expecting: .stepResult) else { continue }
             do {
                 let message = try timer.measure(.copying) {

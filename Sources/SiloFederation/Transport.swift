@@ -80,9 +80,21 @@ public struct TrafficCounter: Sendable, Codable, Equatable {
 
     public init() {}
 
-    public mutating func record(_ kind: SplitMessageKind, bytes count: Int) {
+    /// Bytes by message kind had every tensor travelled uncompressed (equal to ``bytes`` without a codec).
+    public private(set) var uncompressedBytes: [String: Int] = [:]
+
+    /// Records one message of `count` bytes on the wire; `uncompressed`: its size without the codec.
+    public mutating func record(_ kind: SplitMessageKind, bytes count: Int, uncompressed: Int? = nil) {
         bytes[kind.rawValue, default: 0] += count
+        uncompressedBytes[kind.rawValue, default: 0] += uncompressed ?? count
         messages[kind.rawValue, default: 0] += 1
+    }
+
+    /// Records a sealed message whose plaintext body is `body`: the uncompressed size replaces the body's
+    /// compressed length by its plain length.
+    public mutating func record(_ message: SplitMessage, sealedBytes count: Int) {
+        let plain = WireTensor.uncompressedSize(of: message.body).map { count - message.body.count + $0 }
+        record(message.kind, bytes: count, uncompressed: plain)
     }
 
     /// All bytes.

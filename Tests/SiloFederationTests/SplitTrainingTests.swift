@@ -1,4 +1,5 @@
 import XCTest
+import SiloCompression
 import SiloModels
 import SiloTensor
 @testable import SiloFederation
@@ -68,7 +69,8 @@ final class SplitTrainingTests: XCTestCase {
     /// A split run: one coordinator, M clients with their batch lists, sealed in-memory transport.
     static func split(mode: SplitMode, clientBatches: [[TrainingBatch]], rounds: Int, localSteps: Int,
                       optimizer kind: OptimizerKind, adapters: AdapterSpecification = adapters,
-                      plan: SplitPlan? = nil, clientAggregation: ClientAggregation = .gradients) throws -> (records: [StepRecord], coordinator: SplitCoordinator, clients: [SplitClient]) {
+                      plan: SplitPlan? = nil, clientAggregation: ClientAggregation = .gradients,
+                      codec: (any TensorCodec)? = nil) throws -> (records: [StepRecord], coordinator: SplitCoordinator, clients: [SplitClient]) {
         let plan = try plan ?? SplitPlan(layerCount: configuration.layerCount)
         let key = RandomKey(seed: 5)
         var clients: [SplitClient] = []
@@ -79,14 +81,14 @@ final class SplitTrainingTests: XCTestCase {
                                            key: key, optimizer: optimizer(kind), batches: {
                 guard let next = iterator.next() else { throw ProtocolError("\(id): out of batches") }
                 return next
-            }))
+            }, codec: codec))
         }
         let server = try SplitServer(plan: plan, model: model(stages: plan.serverStages), adapters: adapters, key: key,
                                      optimizer: optimizer(kind))
         let transport = try InMemoryTransport(links: clients.map { try SessionProtection.link(for: $0) })
         let coordinator = SplitCoordinator(server: server, transport: transport,
                                            schedule: SplitSchedule(mode: mode, rounds: rounds, localSteps: localSteps,
-                                                                   clientAggregation: clientAggregation))
+                                                                   clientAggregation: clientAggregation), codec: codec)
         return (try coordinator.run(), coordinator, clients)
     }
 
@@ -165,6 +167,54 @@ final class SplitTrainingTests: XCTestCase {
         // Every step sent one combined gradient to each client.
         XCTAssertEqual(run.coordinator.transport.traffic.messages["gradient_aggregate"], 3 * steps)
         XCTAssertNil(run.coordinator.transport.traffic.messages["adapter_update"])
+    }
+
+    // MARK: Compressed step traffic (split.codec)
+
+    func testCodecCompressesEveryStepTensorAndTrainingFollowsTheUncompressedRun() throws {
+        let steps = 4
+        let clientBatches = (0..<2).map { client in (0..<steps).map { Self.batch(seed: UInt64(700 + 10 * client + $0), time: 8) } }
+        let plain = try Self.split(mode: .clientBatching, clientBatches: clientBatches, rounds: 2, localSteps: 2, optimizer: .adamW)
+        let coded = try Self.split(mode: .clientBatching, clientBatches: clientBatches, rounds: 2, localSteps: 2, optimizer: .adamW,
+                                   codec: BlockwiseQuantizationCodec(bits: 8))
+        XCTAssertTrue(coded.coordinator.failures.isEmpty, "\(coded.coordinator.failures)")
+        // 8-bit blockwise absmax keeps every value within half a step of 1/127 of its block's maximum:
+        // the losses follow the uncompressed run closely but not exactly.
+        let plainLosses = plain.records.map(\.loss), codedLosses = coded.records.map(\.loss)
+        for (a, b) in zip(codedLosses, plainLosses) {
+            XCTAssertEqual(a, b, accuracy: 0.02 * b)
+            XCTAssertNotEqual(a, b)
+        }
+        let traffic = coded.coordinator.transport.traffic, plainTraffic = plain.coordinator.transport.traffic
+        for kind in ["activations", "server_output", "output_gradients", "activation_gradients"] {
+            let sent = try XCTUnwrap(traffic.bytes[kind]), before = try XCTUnwrap(traffic.uncompressedBytes[kind])
+            // What the messages would have been uncompressed is exactly what the plain run sent.
+            XCTAssertEqual(before, plainTraffic.bytes[kind], kind)
+            XCTAssertGreaterThan(Double(before) / Double(sent), 2.5, "\(kind): \(before) → \(sent) bytes")
+        }
+        // Messages without a tensor worth compressing are unchanged, and without a codec nothing differs.
+        XCTAssertEqual(traffic.bytes["step_begin"], traffic.uncompressedBytes["step_begin"])
+        XCTAssertEqual(plainTraffic.bytes, plainTraffic.uncompressedBytes)
+    }
+
+    func testCompressedMessageIsRefusedByAPartyWithoutThatCodec() throws {
+        let tensor = Tensor.randomNormal([2, 3, 16], standardDeviation: 1, key: RandomKey(seed: 3))
+        let bytes = try WireTensor(tensor: tensor, scalars: [7]).encoded(codec: BlockwiseQuantizationCodec(bits: 8))
+        XCTAssertEqual(WireTensor.uncompressedSize(of: bytes), WireTensor(tensor: tensor, scalars: [7]).encoded().count)
+        let decoded = try WireTensor.decode(bytes, expectedRank: 3, what: "activations", codec: BlockwiseQuantizationCodec(bits: 8))
+        XCTAssertEqual(decoded.tensor.shape, [2, 3, 16])
+        XCTAssertEqual(decoded.scalars, [7])
+        for (a, b) in zip(decoded.tensor.toArray(), tensor.toArray()) { XCTAssertEqual(a, b, accuracy: 0.03) }
+        XCTAssertThrowsError(try WireTensor.decode(bytes, expectedRank: 3, what: "activations", codec: nil)) {
+            XCTAssertTrue("\($0)".contains("configured without a codec"), "\($0)")
+        }
+        XCTAssertThrowsError(try WireTensor.decode(bytes, expectedRank: 3, what: "activations", codec: BlockwiseQuantizationCodec(bits: 4))) {
+            XCTAssertTrue("\($0)".contains("'q8'"), "\($0)")
+        }
+        XCTAssertThrowsError(try WireTensor.decode(Array(bytes.dropLast(5)), expectedRank: 3, what: "activations", codec: BlockwiseQuantizationCodec(bits: 8)))
+        XCTAssertThrowsError(try WireTensor.decode(bytes, expectedRank: 3, what: "activations", codec: BlockwiseQuantizationCodec(bits: 8)) { shape in
+            guard shape == [2, 3, 32] else { throw ProtocolError("shape \(shape)") }
+        })
     }
 
     func testSerialWithGradientAggregationEqualsCentralizedSequence() throws {

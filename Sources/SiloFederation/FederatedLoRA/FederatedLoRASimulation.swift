@@ -22,10 +22,13 @@ public struct FederatedRoundRecord: Codable, Sendable {
     public var epsilon: [String: Double]
     /// Bytes each client uploaded this round (its update, or its secure-aggregation messages).
     public var uploadBytes: [String: Int]
+    /// Seconds each client spent encoding its update with `federated.codec` (empty without a codec).
+    public var compressionSeconds: [String: Double] = [:]
     public var seconds: Double
 
     enum CodingKeys: String, CodingKey {
-        case round, clients, excluded, loss, clientLosses = "client_losses", aggregation, epsilon, uploadBytes = "upload_bytes", seconds
+        case round, clients, excluded, loss, clientLosses = "client_losses", aggregation, epsilon, uploadBytes = "upload_bytes",
+             compressionSeconds = "compression_seconds", seconds
     }
 }
 
@@ -192,6 +195,7 @@ public enum FederatedLoRASimulation {
             // Local training.
             var updates: [AdapterUpdate] = [], clientLosses: [String: Double] = [:], trained: [[Float]] = []
             var compressedBytes: [String: Int] = [:]
+            var compressionSeconds: [String: Double] = [:]
             let globalTensor = try Tensor(shape: [d], values: global)
             for id in participants {
                 let clientKey = roundKey.split(id)
@@ -214,7 +218,9 @@ public enum FederatedLoRASimulation {
                 }
                 guard delta.allSatisfy(\.isFinite) else { throw ProtocolError("\(id): round \(round): the local update is not finite") }
                 if codec.name != "none" {
+                    let encodeStart = DispatchTime.now().uptimeNanoseconds
                     let (decoded, bytes) = try UpdateCompression.roundTrip(delta, shapes: shapes, codec: codec)
+                    compressionSeconds[id] = Double(DispatchTime.now().uptimeNanoseconds - encodeStart) / 1e9
                     delta = decoded
                     compressedBytes[id] = bytes
                 }
@@ -259,7 +265,8 @@ public enum FederatedLoRASimulation {
             for id in ledger.entries.keys { epsilon[id] = try ledger.epsilon(client: id) }
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - roundStart) / 1e9
             rounds.append(FederatedRoundRecord(round: round, clients: participants, excluded: excluded, loss: loss, clientLosses: clientLosses,
-                                               aggregation: record, epsilon: epsilon, uploadBytes: uploadBytes, seconds: seconds))
+                                               aggregation: record, epsilon: epsilon, uploadBytes: uploadBytes,
+                                               compressionSeconds: compressionSeconds, seconds: seconds))
             onEvent(.step(completed: round, loss: loss, seconds: seconds))
         }
         let trainSeconds = Double(DispatchTime.now().uptimeNanoseconds - trainStart) / 1e9
