@@ -169,9 +169,7 @@ enum SimulationReport {
 
         let kinds = results.bytes.keys.sorted()
         sections.append(Report.Section(title: "Traffic and time", blocks: [
-            .table(Report.Table(caption: results.federated == nil ? "Sealed bytes by message type (split run)" : "Bytes by message type", headers: ["message", "messages", "bytes"],
-                                rows: kinds.map { [$0, "\(results.messages[$0] ?? 0)", bytes(results.bytes[$0] ?? 0)] }
-                                    + [["total", "\(results.messages.values.reduce(0, +))", bytes(results.bytes.values.reduce(0, +))]])),
+            trafficTable(results, kinds: kinds),
             .table(Report.Table(caption: "Seconds", headers: ["", "seconds"],
                                 rows: results.secondsPerStep.keys.sorted().map { ["per step, \($0)", format(results.secondsPerStep[$0])] }
                                     + results.timings.keys.sorted().map { ["split total, \($0)", format(results.timings[$0])] })),
@@ -190,5 +188,21 @@ enum SimulationReport {
                                  ("clients", "\(results.clients)"), ("steps", "\(results.steps)"), ("split", results.plan),
                                  ("seconds", String(format: "%.0f", results.seconds))],
                       sections: sections)
+    }
+}
+
+extension SimulationReport {
+    /// Sealed bytes by message type; with `split.codec`, also what they would have been uncompressed.
+    static func trafficTable(_ results: SimulationResults, kinds: [String]) -> Report.Block {
+        let caption = results.federated == nil ? "Sealed bytes by message type (split run)" : "Bytes by message type"
+        let total = ["total", "\(results.messages.values.reduce(0, +))", bytes(results.bytes.values.reduce(0, +))]
+        guard let before = results.bytesUncompressed else {
+            return .table(Report.Table(caption: caption, headers: ["message", "messages", "bytes"],
+                                       rows: kinds.map { [$0, "\(results.messages[$0] ?? 0)", bytes(results.bytes[$0] ?? 0)] } + [total]))
+        }
+        let codec = results.configuration.split.codec
+        return .table(Report.Table(caption: caption + ", compressed with \(codec)", headers: ["message", "messages", "bytes", "uncompressed"],
+                                   rows: kinds.map { [$0, "\(results.messages[$0] ?? 0)", bytes(results.bytes[$0] ?? 0), bytes(before[$0] ?? 0)] }
+                                       + [total + [bytes(before.values.reduce(0, +))]]))
     }
 }
