@@ -17,12 +17,8 @@ cd "$(dirname "$0")/../.."
 out=${1:-silo-e6}
 tasks=${TASKS:-"boolq xsum"}
 runs=${RUNS:-"fedavg kmeans-0.01 kmeans-0.05 kmeans-0.1 kmeans-0.01-hungarian lora lora-kmeans16"}
-swift build -c release --product silo >&2
-silo=.build/release/silo
-"$silo" models fetch smollm2-135m >/dev/null
-"$silo" data fetch >/dev/null
+source Scripts/experiments/common.sh
 mkdir -p "$out/configs"
-echo "== $(lscpu | sed -n 's/^Model name: *//p'); load: $(uptime | sed 's/.*load average: //')" >&2
 for task in $tasks; do
   for run in $runs; do
     config="$out/configs/$task-$run.yaml"

@@ -11,12 +11,8 @@ cd "$(dirname "$0")/../.."
 out=${1:-silo-e5}
 tasks=${TASKS:-"boolq pubmedqa"}
 epsilons=${EPSILONS:-"none 8 4 2"}
-swift build -c release --product silo >&2
-silo=.build/release/silo
-"$silo" models fetch smollm2-135m >/dev/null
-"$silo" data fetch >/dev/null
+source Scripts/experiments/common.sh
 mkdir -p "$out/configs"
-echo "== $(lscpu | sed -n 's/^Model name: *//p'); load: $(uptime | sed 's/.*load average: //')" >&2
 for task in $tasks; do
   for eps in $epsilons; do
     config="$out/configs/$task-$eps.yaml"
