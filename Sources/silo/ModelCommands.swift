@@ -56,22 +56,25 @@ struct Generate: ParsableCommand {
     @Flag(name: .customLong("ignore-eos"), help: "Do not stop at end-of-sequence tokens (always generate --max-new-tokens; for benchmarks).")
     var ignoreEndOfSequence = false
     @Option(name: .customLong("weight-precision"),
-            help: "float32: expand a GGUF's weights at load (default; fastest here, OpenBLAS sgemv). quantized: keep Q4_0/Q4_1/Q8_0 projections and the tied head in their blocks (fused kernel; ~4x less weight memory, slower on AVX-512 machines, see BENCHMARKS.md).")
-    var weightPrecision: String = WeightPrecision.float32.rawValue
+            help: "auto (default): quantized for a GGUF file on a CPU with AVX2 + FMA, else float32. float32: expand a GGUF's weights at load (OpenBLAS sgemv). quantized: keep Q4_0/Q4_1/Q8_0 projections and the tied head in their blocks (fused kernel; ~4x less weight memory; greedy tokens equal float32's, see BENCHMARKS.md).")
+    var weightPrecision: String = "auto"
 
     func validate() throws {
         guard maxNewTokens >= 0 else { throw ValidationError("--max-new-tokens must be >= 0") }
         guard temperature >= 0 else { throw ValidationError("--temperature must be >= 0") }
-        guard WeightPrecision(rawValue: weightPrecision) != nil else {
-            throw ValidationError("--weight-precision must be one of \(WeightPrecision.allCases.map(\.rawValue).joined(separator: ", ")), got '\(weightPrecision)'")
+        guard weightPrecision == "auto" || WeightPrecision(rawValue: weightPrecision) != nil else {
+            throw ValidationError("--weight-precision must be one of auto, \(WeightPrecision.allCases.map(\.rawValue).joined(separator: ", ")), got '\(weightPrecision)'")
         }
     }
 
     func run() throws {
         // PretrainedModel.load, with the weight precision chosen here.
         let url = try ModelStore().resolve(options.model)
-        let model = try Checkpoint.load(url, weightPrecision: WeightPrecision(rawValue: weightPrecision) ?? .float32)
-        let tokenizer = url.pathExtension.lowercased() == "gguf"
+        let isGGUF = url.pathExtension.lowercased() == "gguf"
+        let precision = WeightPrecision(rawValue: weightPrecision)
+            ?? (isGGUF && QuantizedMatrix.hasVectorKernels ? .quantized : .float32)
+        let model = try Checkpoint.load(url, weightPrecision: precision)
+        let tokenizer = isGGUF
             ? try Tokenizer(ggufFile: GGUFFile(contentsOf: url)) : try Tokenizer(directory: url)
         let promptIds: [Int32]
         if chat {

@@ -208,6 +208,10 @@ public final class QuantizedMatrix: @unchecked Sendable {
     /// switch it off to check the portable path against it.
     nonisolated(unsafe) public static var useVectorKernels = true
 
+    /// Whether one-row products run the AVX2 + FMA kernel on this CPU (and `SILO_KERNELS_ISA` allows it):
+    /// where they do, decoding from quantised blocks beats Float32 `sgemv` (BENCHMARKS.md, "Generation").
+    public static var hasVectorKernels: Bool { useVectorKernels && silo_kernels_isa() >= 1 }
+
     /// out (N, O) = x (N, C) · Wᵀ (+ bias (O)), with the blocks unpacked in registers: no Float32 copy
     /// of the weight is made. Parallel over output rows; each weight row is read once per call and
     /// used for every input row.
