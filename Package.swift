@@ -110,6 +110,7 @@ let package = Package(
                 "SiloTransport", "SiloFederation", "SiloModels", "SiloTensor", "SiloTestSupport",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "X509", package: "swift-certificates"),
             ]
         ),
         // Runs the built `silo` binary (same products folder); `swift build --build-tests` builds it.

@@ -56,7 +56,7 @@ final class DecodingFuzzTests: XCTestCase {
 
             // 3. A mutated sealed payload through a fresh server session (sequence 0 expected).
             let fresh = try SessionProtection.link(for: Named(clientID: "client-1"))
-            var payload = assembled ?? (try fresh.clientSide.seal(message))
+            var payload = try assembled ?? fresh.clientSide.seal(message)
             if assembled == nil || payload == sealed { Self.mutate(&payload, using: &generator) }
             if (try? fresh.serverSide.open(payload)) != nil { opened += 1 }
 
@@ -72,8 +72,12 @@ final class DecodingFuzzTests: XCTestCase {
         print("decoding fuzz: \(total) inputs ran without a crash (\(counts.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")))")
     }
 
-    /// Flips, overwrites, inserts, deletes or truncates a few bytes.
+    /// Flips, overwrites, inserts, deletes or truncates a few bytes (always changes them).
     static func mutate(_ bytes: inout [UInt8], using generator: inout SeededGenerator) {
+        let original = bytes
+        defer {
+            if bytes == original { bytes.append(UInt8.random(in: 0...255, using: &generator)) }
+        }
         for _ in 0..<Int.random(in: 1...4, using: &generator) {
             guard !bytes.isEmpty else { bytes.append(UInt8.random(in: 0...255, using: &generator)); continue }
             let index = Int.random(in: 0..<bytes.count, using: &generator)

@@ -23,7 +23,7 @@ final class PKITests: XCTestCase {
         XCTAssertEqual(PKI.names(of: try pki.loadCertificate(pki.certificate("client-2"))), ["client-2"])
 
         // Each certificate chains to the CA (RFC 5280 path validation).
-        var verifier = Verifier(rootCertificates: CertificateStore([ca])) { RFC5280Policy(validationTime: Date()) }
+        var verifier = Verifier(rootCertificates: CertificateStore([ca])) { RFC5280Policy() }
         for name in ["server", "client-1", "client-2"] {
             let result = await verifier.validate(leaf: try pki.loadCertificate(pki.certificate(name)), intermediates: CertificateStore())
             guard case .validCertificate = result else { return XCTFail("\(name): \(result)") }
