@@ -10,6 +10,8 @@ public struct NetworkSettings: Sendable, Equatable {
     public var maxPayloadBytes: Int = 1 << 30
     /// How long the server waits for a client's answer before it drops that client from the run.
     public var responseTimeout: TimeInterval = 600
+    /// How long a client keeps retrying a refused TCP connection (the server may still be loading).
+    public var connectTimeout: TimeInterval = 120
     /// HTTP/2 flow-control window (16 MiB): with the default 64 KiB a 3 MiB payload waits on
     /// WINDOW_UPDATE round trips.
     public var http2TargetWindow: Int = 16 << 20
@@ -35,6 +37,8 @@ public struct TransportError: Error, CustomStringConvertible, Sendable {
         case timeout
         /// The peer's stream ended.
         case closed
+        /// No TCP connection to the server (refused, unreachable).
+        case unreachable
     }
 
     public let code: Code

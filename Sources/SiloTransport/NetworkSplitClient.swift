@@ -43,8 +43,19 @@ public enum NetworkSplitClient {
             let transport = try ClientConnection.plaintext(host: host, port: port, settings: settings)
             return try await serve(transport, host: host, port: port, name: name, settings: settings, log: log, makeEndpoint: makeEndpoint)
         case .mutualTLS(let pki, let certificate):
-            let transport = try await ClientConnection.mutualTLS(host: host, port: port, pki: pki, name: certificate, settings: settings)
-            return try await serve(transport, host: host, port: port, name: name, settings: settings, log: log, makeEndpoint: makeEndpoint)
+            // The server may still be loading its blocks: retry a refused connection until the deadline.
+            let deadline = Date().addingTimeInterval(settings.connectTimeout)
+            var attempt = 0
+            while true {
+                do {
+                    let transport = try await ClientConnection.mutualTLS(host: host, port: port, pki: pki, name: certificate, settings: settings)
+                    return try await serve(transport, host: host, port: port, name: name, settings: settings, log: log, makeEndpoint: makeEndpoint)
+                } catch let error as TransportError where error.code == .unreachable && Date() < deadline {
+                    if attempt == 0 { log("\(error.message); retrying for up to \(Int(settings.connectTimeout)) s") }
+                    attempt += 1
+                    try await Task.sleep(for: .milliseconds(min(2000, 100 * (1 << min(attempt, 5)))))
+                }
+            }
         }
     }
 
@@ -66,7 +77,9 @@ public enum NetworkSplitClient {
             do {
                 reply = try await split.join(request, options: callOptions)
             } catch let error as RPCError {
-                throw TransportError(.refused, "the server at \(host):\(port) refused \(name): \(describe(error))")
+                let hint = error.code == .unavailable
+                    ? " (the TLS handshake failed: check that this client's certificate is signed by the server's CA and that ca.pem is the server's CA)" : ""
+                throw TransportError(.refused, "the server at \(host):\(port) refused \(name): \(describe(error))\(hint)")
             }
             let session = try handshake.finish(with: ServerHello(serialized: [UInt8](reply.serverHello)))
             let protection = UncheckedBox(SessionProtection(session: session))

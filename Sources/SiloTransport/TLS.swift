@@ -223,7 +223,7 @@ enum ClientConnection {
                     }
             }
         } catch {
-            throw TransportError(.closed, "cannot connect to \(host):\(port): \(error)")
+            throw TransportError(.unreachable, "cannot connect to \(host):\(port): \(error)")
         }
     }
 }

@@ -237,6 +237,9 @@ struct ClientCommand: AsyncParsableCommand {
     @Option(help: "The server, HOST:PORT.")
     var server: String
 
+    @Option(help: "Seconds to keep retrying while the server refuses connections (it may still be loading).")
+    var connectTimeout: Double = 120
+
     @OptionGroup var run: RunOptions
 
     func validate() throws {
@@ -255,8 +258,10 @@ struct ClientCommand: AsyncParsableCommand {
         let security: ConnectionSecurity = run.insecure ? .insecure : .mutualTLS(PKI(directory: URL(fileURLWithPath: pki ?? "")), name: name)
         let expected = run.hasOverrides ? try run.configuration() : nil
         let name = self.name
+        var settings = NetworkSettings()
+        settings.connectTimeout = connectTimeout
         do {
-            let outcome = try await NetworkSplitClient.run(host: host, port: port, security: security, name: name, log: log) { json in
+            let outcome = try await NetworkSplitClient.run(host: host, port: port, security: security, name: name, settings: settings, log: log) { json in
                 let configuration = try ConfigurationJSON.decode(json)
                 if let expected, expected != configuration {
                     throw ProtocolError("this client's configuration differs from the server's (seed \(expected.seed) vs \(configuration.seed), clients \(expected.clients) vs \(configuration.clients), mode \(expected.split.mode.rawValue) vs \(configuration.split.mode.rawValue), rounds \(expected.split.rounds) vs \(configuration.split.rounds)); run without --config to take the server's")
