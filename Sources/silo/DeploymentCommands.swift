@@ -186,6 +186,8 @@ struct ServerCommand: AsyncParsableCommand {
                                             configurationJSON: try ConfigurationJSON.encode(configuration), settings: settings,
                                             timer: timer, log: log)
         try await server.start()
+        let signals = stopOnSignals(server, log: log)
+        defer { signals.forEach { $0.cancel() } }
         try await server.waitForClients(timeout: joinTimeout)
         let schedule = SplitDeployment.schedule(configuration)
         let coordinator = SplitCoordinator(server: part, transport: server.transport, schedule: schedule, timer: timer,
@@ -213,6 +215,25 @@ struct ServerCommand: AsyncParsableCommand {
         let url = try writeResults(results, to: output)
         standardError(SimulationReport.summaryTable(results))
         standardError("results: \(url.path)")
+    }
+}
+
+/// SIGINT and SIGTERM: tell every client the server stops (so they exit at once with that reason
+/// instead of waiting for a timeout), then exit 128 + signal. No checkpoint is written: the run is lost.
+func stopOnSignals(_ server: NetworkSplitServer, log: @escaping @Sendable (String) -> Void) -> [any DispatchSourceSignal] {
+    [SIGINT, SIGTERM].map { number in
+        signal(number, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+        source.setEventHandler {
+            let name = number == SIGINT ? "SIGINT" : "SIGTERM"
+            log("\(name): stopping; telling the clients")
+            Task {
+                await server.finish(reason: "the server was stopped (\(name))")
+                exit(128 + number)
+            }
+        }
+        source.resume()
+        return source
     }
 }
 
