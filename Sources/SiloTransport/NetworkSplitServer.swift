@@ -430,9 +430,16 @@ public final class NetworkSplitServer: @unchecked Sendable {
         }
     }
 
-    /// Tells every connected client the run is over, then stops serving.
-    public func finish(reason: String = "run complete") async {
-        for link in links { link.finish(reason) }
+    /// Tells every connected client the run is over — each client the coordinator dropped, why it was
+    /// dropped — then stops serving.
+    public func finish(reason: String = "run complete", failures: [(clientID: String, error: String)] = []) async {
+        for link in links {
+            if let failure = failures.first(where: { $0.clientID == link.clientID }) {
+                link.finish("dropped from the run: \(failure.error)")
+            } else {
+                link.finish(reason)
+            }
+        }
         // Give the streams a moment to deliver their last frame.
         let deadline = Date().addingTimeInterval(5)
         while links.contains(where: \.isAttached), Date() < deadline {

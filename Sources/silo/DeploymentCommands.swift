@@ -204,7 +204,7 @@ struct ServerCommand: AsyncParsableCommand {
             throw error
         }
         let trainingSeconds = Double(DispatchTime.now().uptimeNanoseconds - trainingStart) / 1e9
-        await server.finish()
+        await server.finish(failures: coordinator.failures)
         let wire = server.transport.wireBytes
         let results = SplitDeployment.results(
             configuration, plan: plan, records: records, traffic: server.transport.traffic, timings: timer.totals,
