@@ -44,7 +44,7 @@ final class NetworkRunTests: XCTestCase {
         let coordinator = SplitCoordinator(server: try TinySplitRun.server(), transport: server.transport,
                                            schedule: TinySplitRun.schedule(steps: steps))
         let records = try await server.runCoordinator(coordinator)
-        await server.finish()
+        await server.finish(failures: coordinator.failures)
         return (records, coordinator.failures)
     }
 
@@ -67,6 +67,28 @@ final class NetworkRunTests: XCTestCase {
         let wire = server.transport.wireBytes
         XCTAssertEqual(wire.payload, server.transport.traffic.totalBytes)
         XCTAssertTrue(log.contains("client-2 joined from ipv4:127.0.0.1"), "\(log.all)")
+    }
+
+    func testInsecureModeTrainsOnlyWhenAskedAndWarns() async throws {
+        let steps = 2
+        let reference = try TinySplitRun.inMemoryLosses(clients: 2, steps: steps)
+        let log = LogLines()
+        let server = try NetworkSplitServer(host: "127.0.0.1", port: 0, security: .insecure, clientIDs: ["client-1", "client-2"],
+                                            configurationJSON: "{}", log: { log.append($0) })
+        let port = try await server.start()
+        XCTAssertTrue(log.contains("WARNING: --insecure"), "\(log.all)")
+        let clients = try (0..<2).map {
+            startClient(try TinySplitRun.client($0, steps: steps), name: TinySplitRun.clientID($0), port: port,
+                        pki: PKI(directory: folder), security: .insecure)
+        }
+        let (records, failures) = try await train(server, steps: steps)
+        XCTAssertTrue(failures.isEmpty, "\(failures)")
+        XCTAssertEqual(records.map(\.loss), reference)
+        for client in clients {
+            let outcome = try await client.value
+            XCTAssertTrue(outcome.completed, outcome.reason)
+        }
+        XCTAssertTrue(log.contains("insecure: identity self-reported"), "\(log.all)")
     }
 
     func testCertificateFromAnotherCAIsRefused() async throws {
@@ -192,6 +214,31 @@ final class NetworkRunTests: XCTestCase {
         _ = try? await oversized.value
     }
 
+    func testWrongStepAndNaNAreRefusedAndTheOthersFinish() async throws {
+        let pki = try PKI.initialize(at: folder, clients: 3)
+        let log = LogLines()
+        let (server, port) = try await startServer(clients: 3, pki: pki, log: log)
+        let healthy = startClient(try TinySplitRun.client(0, steps: 2), name: "client-1", port: port, pki: pki)
+        let wrongStep = startClient(Rewriting(try TinySplitRun.client(1, steps: 2)) { $0.step += 1 }, name: "client-2", port: port, pki: pki)
+        let notANumber = startClient(Rewriting(try TinySplitRun.client(2, steps: 2)) { message in
+            // The first activation value (after the 4-byte magic, rank, 3 dims and the scalar count) → NaN.
+            let offset = 4 + 1 + 12 + 4
+            withUnsafeBytes(of: Float.nan.bitPattern.littleEndian) { message.body.replaceSubrange(offset..<(offset + 4), with: $0) }
+        }, name: "client-3", port: port, pki: pki)
+        let (records, failures) = try await train(server, steps: 2)
+        XCTAssertEqual(records.count, 2)
+        XCTAssertEqual(records.last?.clientLosses.keys.sorted(), ["client-1"])
+        XCTAssertEqual(failures.map(\.clientID).sorted(), ["client-2", "client-3"])
+        XCTAssertTrue(failures.first { $0.clientID == "client-2" }?.error.contains("expected activations") == true, "\(failures)")
+        XCTAssertTrue(failures.first { $0.clientID == "client-3" }?.error.lowercased().contains("nan") == true, "\(failures)")
+        let outcome = try await healthy.value
+        XCTAssertTrue(outcome.completed, outcome.reason)
+        for dropped in [wrongStep, notANumber] {
+            let outcome = try await dropped.value
+            XCTAssertTrue(outcome.reason.hasPrefix("dropped from the run"), outcome.reason)
+        }
+    }
+
     private func assertFails(_ task: Task<NetworkSplitClient.Outcome, any Error>, containing text: String?,
                              file: StaticString = #filePath, line: UInt = #line) async {
         do {
@@ -254,6 +301,24 @@ final class Oversized: SplitClientEndpoint {
     func handle(_ request: SplitMessage) throws -> SplitMessage {
         var response = try inner.handle(request)
         if response.kind == .activations { response.body += [UInt8](repeating: 0, count: bytes) }
+        return response
+    }
+}
+
+/// A real client whose activations message is rewritten on its way out (fault injection).
+final class Rewriting: SplitClientEndpoint {
+    let inner: SplitClient
+    let rewrite: (inout SplitMessage) -> Void
+    var clientID: String { inner.clientID }
+
+    init(_ inner: SplitClient, _ rewrite: @escaping (inout SplitMessage) -> Void) {
+        self.inner = inner
+        self.rewrite = rewrite
+    }
+
+    func handle(_ request: SplitMessage) throws -> SplitMessage {
+        var response = try inner.handle(request)
+        if response.kind == .activations { rewrite(&response) }
         return response
     }
 }
