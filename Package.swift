@@ -21,6 +21,14 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-asn1", from: "1.3.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.96.0"),
     ],
     targets: [
         .systemLibrary(
@@ -60,7 +68,24 @@ let package = Package(
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
             ]
         ),
-        .target(name: "SiloTransport", dependencies: ["SiloFederation"]),
+        // gRPC over HTTP/2 with mutual TLS 1.3: the split protocol's sealed payloads between machines, and the PKI for it.
+        .target(
+            name: "SiloTransport",
+            dependencies: [
+                "SiloFederation",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
         // Self-contained HTML reports with inline SVG charts, terminal tables and progress lines (Foundation only).
         .target(name: "SiloReport"),
         .executableTarget(
@@ -79,6 +104,15 @@ let package = Package(
         .testTarget(name: "SiloCompressionTests", dependencies: ["SiloCompression", "SiloTestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "SiloFederationTests", dependencies: ["SiloFederation", "SiloPrivacy", "SiloData", "SiloCompression", "SiloTestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "SiloReportTests", dependencies: ["SiloReport"]),
+        .testTarget(
+            name: "SiloTransportTests",
+            dependencies: [
+                "SiloTransport", "SiloFederation", "SiloModels", "SiloTensor", "SiloTestSupport",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "X509", package: "swift-certificates"),
+            ]
+        ),
         // Runs the built `silo` binary (same products folder); `swift build --build-tests` builds it.
         .testTarget(name: "SiloCLITests", resources: [.copy("Fixtures")]),
     ],

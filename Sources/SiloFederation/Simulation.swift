@@ -102,17 +102,7 @@ public enum Simulation {
         if plan.isUnsafe { notes.append("UNSAFE cut: k = 0 leaves only the embedding on the client (attack experiments only)") }
         let stepsPerClient = configuration.split.rounds * configuration.split.localSteps
         var failures = prepared.failures
-        var clientBatches: [String: [TrainingBatch]] = [:]
-        for (index, id) in prepared.clientIDs.enumerated() {
-            guard let encoded = prepared.clientExamples[id] else { continue }
-            let perEpoch = max(1, encoded.count / configuration.data.batchSize)
-            let epochs = (stepsPerClient + perEpoch - 1) / perEpoch
-            let iterator = BatchIterator(examples: encoded, batchSize: configuration.data.batchSize, epochs: epochs,
-                                         seed: seed &+ UInt64(index + 1))
-            clientBatches[id] = iterator.prefix(stepsPerClient).map {
-                TrainingBatch(ids: $0.ids, labels: $0.labels, batch: $0.batch, time: $0.time)
-            }
-        }
+        let clientBatches = trainingBatches(prepared, configuration: configuration)
         let activeIDs = prepared.clientIDs.filter { clientBatches[$0] != nil }
         let examplesPerClient = prepared.examplesPerClient
 
@@ -121,21 +111,13 @@ public enum Simulation {
         let adapters = configuration.adapters.specification
         let optimizerFactory = makeOptimizer(configuration.optimizer)
         let timer = WorkTimer()
-        let splitCodec: (any TensorCodec)? = configuration.split.codec == "none" ? nil : try makeCodec(configuration.split.codec, seed: configuration.seed)
+        let splitCodec = try stepCodec(configuration)
         var clients: [SplitClient] = []
         for id in activeIDs {
-            var batches = (clientBatches[id] ?? []).makeIterator()
-            clients.append(try SplitClient(clientID: id, plan: plan, model: Checkpoint.load(modelURL, stages: plan.clientStages),
-                                           adapters: adapters, key: key.split("adapters"), optimizer: optimizerFactory,
-                                           batches: {
-                guard let next = batches.next() else { throw ProtocolError("\(id): no batch left") }
-                return next
-            }, timer: timer, activationNoise: configuration.split.activationNoise.map {
-                ActivationNoise(noiseMultiplier: $0.noiseMultiplier, clip: $0.clip, key: key.split("activation-noise").split(id))
-            }, codec: splitCodec))
+            clients.append(try makeClient(id, batches: clientBatches[id] ?? [], plan: plan, modelURL: modelURL,
+                                          configuration: configuration, timer: timer))
         }
-        let server = try SplitServer(plan: plan, model: Checkpoint.load(modelURL, stages: plan.serverStages), adapters: adapters,
-                                     key: key.split("adapters"), optimizer: optimizerFactory)
+        let server = try makeServer(plan: plan, modelURL: modelURL, configuration: configuration)
         let scorer = SplitScorer(plan: plan, client: clients[0].part, server: server.part)
 
         onEvent(.phase("evaluating before training (\(evaluationExamples) examples)", total: 0))
@@ -322,6 +304,50 @@ public enum Simulation {
             }
         }
         return sequence
+    }
+
+    /// Each client's training batches for the whole run, in order (seeded per client by its position).
+    static func trainingBatches(_ prepared: PreparedRun, configuration: SimulationConfiguration) -> [String: [TrainingBatch]] {
+        let stepsPerClient = configuration.split.rounds * configuration.split.localSteps
+        var clientBatches: [String: [TrainingBatch]] = [:]
+        for (index, id) in prepared.clientIDs.enumerated() {
+            guard let encoded = prepared.clientExamples[id] else { continue }
+            let perEpoch = max(1, encoded.count / configuration.data.batchSize)
+            let epochs = (stepsPerClient + perEpoch - 1) / perEpoch
+            let iterator = BatchIterator(examples: encoded, batchSize: configuration.data.batchSize, epochs: epochs,
+                                         seed: configuration.seed &+ UInt64(index + 1))
+            clientBatches[id] = iterator.prefix(stepsPerClient).map {
+                TrainingBatch(ids: $0.ids, labels: $0.labels, batch: $0.batch, time: $0.time)
+            }
+        }
+        return clientBatches
+    }
+
+    /// One data owner of a split run: its input and output blocks, adapters, optimizer and batches.
+    static func makeClient(_ id: String, batches: [TrainingBatch], plan: SplitPlan, modelURL: URL,
+                           configuration: SimulationConfiguration, timer: WorkTimer) throws -> SplitClient {
+        let key = RandomKey(seed: configuration.seed)
+        var iterator = batches.makeIterator()
+        return try SplitClient(clientID: id, plan: plan, model: Checkpoint.load(modelURL, stages: plan.clientStages),
+                               adapters: configuration.adapters.specification, key: key.split("adapters"),
+                               optimizer: makeOptimizer(configuration.optimizer), batches: {
+            guard let next = iterator.next() else { throw ProtocolError("\(id): no batch left") }
+            return next
+        }, timer: timer, activationNoise: configuration.split.activationNoise.map {
+            ActivationNoise(noiseMultiplier: $0.noiseMultiplier, clip: $0.clip, key: key.split("activation-noise").split(id))
+        }, codec: try stepCodec(configuration))
+    }
+
+    /// The codec of the split step's tensors (`split.codec`; nil for `none`), the same on every party.
+    public static func stepCodec(_ configuration: SimulationConfiguration) throws -> (any TensorCodec)? {
+        configuration.split.codec == "none" ? nil : try makeCodec(configuration.split.codec, seed: configuration.seed)
+    }
+
+    /// The server of a split run: the middle blocks only, their adapters and optimizer.
+    static func makeServer(plan: SplitPlan, modelURL: URL, configuration: SimulationConfiguration) throws -> SplitServer {
+        try SplitServer(plan: plan, model: Checkpoint.load(modelURL, stages: plan.serverStages),
+                        adapters: configuration.adapters.specification, key: RandomKey(seed: configuration.seed).split("adapters"),
+                        optimizer: makeOptimizer(configuration.optimizer))
     }
 
     static func makeOptimizer(_ settings: SimulationConfiguration.OptimizerSettings) -> ([Tensor]) throws -> any Optimizer {

@@ -8,7 +8,7 @@ import SiloCompression
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks that print numbers (not tests).",
-        subcommands: [TrainStep.self, GEMMShapes.self, KMeansBench.self]
+        subcommands: [TrainStep.self, GEMMShapes.self, KMeansBench.self, NetworkBench.self]
     )
 }
 

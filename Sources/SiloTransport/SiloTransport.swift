@@ -1,1 +1,0 @@
-// SiloTransport: see README.md (Architecture).
