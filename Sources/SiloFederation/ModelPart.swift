@@ -115,6 +115,22 @@ public final class ModelPart {
         }
     }
 
+    /// Each LoRA layer's count of dropout masks drawn (a checkpoint's dropout state: a resumed run draws
+    /// the masks the uninterrupted run would have drawn).
+    public var dropoutCalls: [UInt64] {
+        adapterSets.flatMap { $0.loraEntries.map(\.layer.dropoutCalls) }
+    }
+
+    /// Sets the counters of ``dropoutCalls``.
+    /// - Throws: ``ProtocolError`` when the count differs from the number of LoRA layers.
+    public func setDropoutCalls(_ calls: [UInt64]) throws {
+        let entries = adapterSets.flatMap(\.loraEntries)
+        guard calls.count == entries.count else {
+            throw ProtocolError("\(calls.count) LoRA dropout counters for \(entries.count) LoRA layers")
+        }
+        for (entry, count) in zip(entries, calls) { entry.layer.dropoutCalls = count }
+    }
+
     /// Switches LoRA dropout on or off.
     public func setTraining(_ training: Bool) {
         for set in adapterSets { set.setTraining(training) }

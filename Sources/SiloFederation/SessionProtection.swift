@@ -15,6 +15,8 @@ extension SplitMessageKind {
         case .aggregate: return .aggregate
         case .acknowledgement: return .acknowledgement
         case .gradientAggregate: return .gradientAggregate
+        case .checkpoint: return .checkpoint
+        case .restore: return .restore
         }
     }
 

@@ -327,12 +327,16 @@ public enum Simulation {
     static func makeClient(_ id: String, batches: [TrainingBatch], plan: SplitPlan, modelURL: URL,
                            configuration: SimulationConfiguration, timer: WorkTimer) throws -> SplitClient {
         let key = RandomKey(seed: configuration.seed)
-        var iterator = batches.makeIterator()
+        var cursor = 0
         return try SplitClient(clientID: id, plan: plan, model: Checkpoint.load(modelURL, stages: plan.clientStages),
                                adapters: configuration.adapters.specification, key: key.split("adapters"),
                                optimizer: makeOptimizer(configuration.optimizer), batches: {
-            guard let next = iterator.next() else { throw ProtocolError("\(id): no batch left") }
-            return next
+            guard cursor < batches.count else { throw ProtocolError("\(id): no batch left") }
+            defer { cursor += 1 }
+            return batches[cursor]
+        }, seekBatches: { position in
+            guard (0...batches.count).contains(position) else { throw ProtocolError("\(id): batch \(position) of \(batches.count)") }
+            cursor = position
         }, timer: timer, activationNoise: configuration.split.activationNoise.map {
             ActivationNoise(noiseMultiplier: $0.noiseMultiplier, clip: $0.clip, key: key.split("activation-noise").split(id))
         }, codec: try stepCodec(configuration))

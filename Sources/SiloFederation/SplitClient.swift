@@ -89,7 +89,14 @@ public final class SplitClient: SplitClientEndpoint {
     public let part: ModelPart
     public let optimizer: (any Optimizer)?
     private let nextBatch: () throws -> TrainingBatch
+    /// Moves the batch source so that the next batch is batch `n` (nil: it cannot rewind).
+    private let seekBatches: ((Int) throws -> Void)?
+    /// Batches taken so far (the data position a checkpoint records).
+    public private(set) var batchesTaken = 0
     private let timer: WorkTimer
+    /// Where ``SplitMessageKind/checkpoint`` requests are saved and ``SplitMessageKind/restore`` reads
+    /// from (nil: this client refuses both). The two newest checkpoints are kept.
+    public var checkpointDirectory: URL?
 
     private enum Phase {
         case idle
@@ -114,9 +121,11 @@ public final class SplitClient: SplitClientEndpoint {
     ///   - model: a model instance holding `plan.clientStages`.
     ///   - optimizer: builds the optimizer over the client's trainable tensors (nil: none trainable).
     ///   - batches: the client's next training batch (its own data).
+    ///   - seekBatches: makes batch `n` the next one (a restored checkpoint continues from its data
+    ///     position); nil for a source that cannot rewind.
     public init(clientID: String, plan: SplitPlan, model: any LanguageModel, adapters: AdapterSpecification,
                 key: RandomKey, optimizer makeOptimizer: ([Tensor]) throws -> any Optimizer,
-                batches: @escaping () throws -> TrainingBatch, timer: WorkTimer = WorkTimer(),
+                batches: @escaping () throws -> TrainingBatch, seekBatches: ((Int) throws -> Void)? = nil, timer: WorkTimer = WorkTimer(),
                 activationNoise: ActivationNoise? = nil, codec: (any TensorCodec)? = nil) throws {
         let missing = plan.clientStages.subtracting(model.loadedStages)
         guard missing.isEmpty else {
@@ -128,6 +137,7 @@ public final class SplitClient: SplitClientEndpoint {
         let trainables = part.trainableTensors
         self.optimizer = trainables.isEmpty ? nil : try makeOptimizer(trainables)
         self.nextBatch = batches
+        self.seekBatches = seekBatches
         self.timer = timer
         self.activationNoise = activationNoise
         self.codec = codec
@@ -164,6 +174,12 @@ public final class SplitClient: SplitClientEndpoint {
             try part.assign(flattenedValues: message.tensor)
             examplesSinceAggregation = 0
             return SplitMessage(kind: .acknowledgement, round: request.round, step: request.step)
+        case (.checkpoint, .idle):
+            try saveCheckpoint(round: request.round, step: request.step)
+            return SplitMessage(kind: .acknowledgement, round: request.round, step: request.step)
+        case (.restore, _):
+            try restoreCheckpoint(step: request.step)
+            return SplitMessage(kind: .acknowledgement, round: request.round, step: request.step)
         default:
             throw ProtocolError("client \(clientID): unexpected \(request.kind.rawValue) for round \(request.round) step \(request.step) while \(phaseDescription)")
         }
@@ -181,6 +197,7 @@ public final class SplitClient: SplitClientEndpoint {
     /// Takes the next batch and runs the input part: h_a (B, T, C).
     private func beginStep(round: Int, step: Int) throws -> SplitMessage {
         let batch = try nextBatch()
+        batchesTaken += 1
         part.setTraining(true)
         let output = try timer.measure(.clientCompute) {
             try part.embedAndRun(ids: batch.ids, batch: batch.batch, time: batch.time, blocks: plan.inputBlockRange)
@@ -271,6 +288,88 @@ public final class SplitClient: SplitClientEndpoint {
         }
         phase = .idle
         return SplitMessage(kind: .acknowledgement, round: request.round, step: request.step)
+    }
+}
+
+// MARK: - Checkpoints
+
+extension SplitClient {
+    /// The connection broke mid-step: the step in flight is abandoned (the server dropped this client
+    /// from it, or rolls everyone back to a checkpoint).
+    public func connectionLost() {
+        phase = .idle
+        optimizer?.zeroGrad()
+    }
+
+    static let checkpointFormat = "silo-split-client-checkpoint-1"
+
+    /// The file of checkpoint `step` of this client.
+    public func checkpointURL(step: Int) throws -> URL {
+        guard let checkpointDirectory else {
+            throw ProtocolError("client \(clientID): the server asked for a checkpoint, but this client has no checkpoint folder")
+        }
+        return checkpointDirectory.appendingPathComponent("\(clientID)-step-\(step).safetensors")
+    }
+
+    /// Saves the trainables, the optimizer state and the data position as checkpoint `step` (atomically),
+    /// then deletes all but the two newest checkpoints (the server may resume from the older one if it
+    /// dies before writing its own checkpoint of this step).
+    func saveCheckpoint(round: Int, step: Int) throws {
+        let url = try checkpointURL(step: step)
+        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+        var tensors: [String: Tensor] = [:]
+        if part.trainableCount > 0 { tensors["values"] = part.flattenedValues() }
+        for (key, value) in optimizer?.state() ?? [:] { tensors["optimizer/" + key] = value }
+        let dropout = part.dropoutCalls.map(String.init)
+        let metadata = ["format": Self.checkpointFormat, "client": clientID, "round": String(round), "step": String(step),
+                        "batches_taken": String(batchesTaken), "releases": String(releases),
+                        "examples_since_aggregation": String(examplesSinceAggregation), "dropout_calls": dropout.joined(separator: ",")]
+        try timer.measure(.copying) { try SafeTensorsFile.write(tensors, metadata: metadata, to: url) }
+        let prefix = "\(clientID)-step-"
+        let steps = (try? FileManager.default.contentsOfDirectory(atPath: url.deletingLastPathComponent().path))?.compactMap { name -> Int? in
+            guard name.hasPrefix(prefix), name.hasSuffix(".safetensors") else { return nil }
+            return Int(name.dropFirst(prefix.count).dropLast(".safetensors".count))
+        } ?? []
+        for old in steps.sorted().dropLast(2) { try? FileManager.default.removeItem(at: try checkpointURL(step: old)) }
+    }
+
+    /// Rolls back to checkpoint `step`: trainables, optimizer state, data position and noise counters.
+    /// - Throws: ``ProtocolError`` naming the file when it is missing, for another client, or does not
+    ///   fit this client's model; nothing is changed then.
+    func restoreCheckpoint(step: Int) throws {
+        let url = try checkpointURL(step: step)
+        guard FileManager.default.fileExists(atPath: url.path) else {
+            throw ProtocolError("client \(clientID): no checkpoint of step \(step) at \(url.path) to resume from")
+        }
+        let file = try SafeTensorsFile(contentsOf: url)
+        let meta = file.metadata
+        guard meta["format"] == Self.checkpointFormat, meta["client"] == clientID, meta["step"] == String(step),
+              let taken = meta["batches_taken"].flatMap(Int.init), let released = meta["releases"].flatMap(Int.init),
+              let examples = meta["examples_since_aggregation"].flatMap(Int.init) else {
+            throw ProtocolError("\(url.path): not a checkpoint of step \(step) of \(clientID) (format \(meta["format"] ?? "none"), client \(meta["client"] ?? "none"), step \(meta["step"] ?? "none"))")
+        }
+        let dropout = (meta["dropout_calls"] ?? "").split(separator: ",").compactMap { UInt64($0) }
+        guard dropout.count == part.dropoutCalls.count else {
+            throw ProtocolError("\(url.path): \(dropout.count) LoRA dropout counters for \(part.dropoutCalls.count) LoRA layers")
+        }
+        var state: [String: Tensor] = [:]
+        for name in file.names where name.hasPrefix("optimizer/") { state[String(name.dropFirst("optimizer/".count))] = try file.tensor(name) }
+        let values = part.trainableCount > 0 ? try file.tensor("values") : nil
+        if let values, values.shape != [part.trainableCount] {
+            throw ProtocolError("\(url.path): \(values.count) trainable values, this client trains \(part.trainableCount)")
+        }
+        guard batchesTaken == taken || seekBatches != nil else {
+            throw ProtocolError("client \(clientID): checkpoint \(step) continues at batch \(taken), this client is at \(batchesTaken) and its data cannot rewind")
+        }
+        try optimizer?.load(state: state)
+        optimizer?.zeroGrad()
+        if let values { try part.assign(flattenedValues: values) }
+        if batchesTaken != taken { try seekBatches?(taken) }
+        try part.setDropoutCalls(dropout)
+        batchesTaken = taken
+        releases = released
+        examplesSinceAggregation = examples
+        phase = .idle
     }
 }
 

@@ -90,7 +90,8 @@ public final class SplitCoordinator {
     /// Clients still taking part.
     public private(set) var activeClients: [String]
     /// Clients dropped, with why.
-    public private(set) var failures: [(clientID: String, error: String)] = []
+    public var failures: [(clientID: String, error: String)] { failuresDetail.map { ($0.clientID, $0.error) } }
+    private var failuresDetail: [Failure] = []
     private let log: (String) -> Void
 
     public init(server: SplitServer, transport: any SplitTransport, strategy: any AggregationStrategy = FedAvg(),
@@ -106,51 +107,175 @@ public final class SplitCoordinator {
         self.log = log
     }
 
+    /// Where a run stands between two passes: what a checkpoint records and a resumed run continues from.
+    public struct Position: Codable, Sendable, Equatable {
+        /// The round in progress.
+        public var round: Int
+        /// Passes of that round already done (serial: client index × local steps + local step).
+        public var pass: Int
+        /// The number the next recorded step gets.
+        public var step: Int
+
+        public init(round: Int = 0, pass: Int = 0, step: Int = 0) {
+            self.round = round
+            self.pass = pass
+            self.step = step
+        }
+    }
+
+    /// What the server's checkpoint holds besides its tensors: the position, the steps so far, the
+    /// clients taking part and those dropped.
+    public struct Snapshot: Codable, Sendable {
+        public var position: Position
+        public var records: [StepRecord]
+        public var activeClients: [String]
+        public var failures: [Failure]
+        public var rejoins: [Rejoin]
+    }
+
+    /// A client dropped from the run, and why.
+    public struct Failure: Codable, Sendable, Equatable {
+        public var clientID: String
+        public var error: String
+        public var step: Int
+    }
+
+    /// A client that came back after it was dropped, and the step it joined again at.
+    public struct Rejoin: Codable, Sendable, Equatable {
+        public var clientID: String
+        public var step: Int
+    }
+
+    /// Every `checkpointEvery` recorded steps (0: never) the coordinator asks each client to save its
+    /// state (``SplitMessageKind/checkpoint``), then calls `saveCheckpoint` with its own snapshot: the
+    /// caller writes the server's state next to it, atomically.
+    public var checkpointEvery = 0
+    public var saveCheckpoint: ((Snapshot) throws -> Void)?
+    /// Below this many clients the run waits for clients to (re)join, when the transport accepts
+    /// rejoins; without rejoins the run fails when no client is left.
+    public var minimumClients = 1
+    /// Clients that rejoined, and when.
+    public private(set) var rejoins: [Rejoin] = []
+
+    private var position = Position()
+    private var records: [StepRecord] = []
+    private var resumedFrom: Int?
+    private var lastCheckpoint: Int?
+
+    /// Continues from a checkpoint: the server's state must already be restored from it; each client is
+    /// asked to roll back to its own checkpoint of the same step before the next pass (a client that
+    /// cannot is dropped).
+    public func resume(from snapshot: Snapshot) {
+        position = snapshot.position
+        records = snapshot.records
+        failuresDetail = snapshot.failures
+        rejoins = snapshot.rejoins
+        activeClients = transport.clientIDs.filter(snapshot.activeClients.contains)
+        resumedFrom = snapshot.position.step
+        lastCheckpoint = snapshot.position.step
+    }
+
     /// Runs every round; `onStep` sees each step as it completes.
-    /// - Throws: ``ProtocolError`` when every client has failed; a server-side error.
+    /// - Throws: ``ProtocolError`` when every client has failed and the transport takes no rejoins; a
+    ///   server-side error; the checkpoint writer's error.
     @discardableResult
     public func run(onStep: (StepRecord) -> Void = { _ in }) throws -> [StepRecord] {
-        var records: [StepRecord] = []
-        var step = 0
-        for round in 0..<schedule.rounds {
-            switch schedule.mode {
-            case .clientBatching:
-                for _ in 0..<schedule.localSteps {
-                    guard let (record, gradients) = try trainStep(clients: activeClients, round: round, step: step) else { continue }
-                    try synchronizeGradients(gradients, round: round, step: step)
-                    records.append(record); onStep(record); step += 1
-                }
-            case .serial:
-                for client in activeClients {
-                    for _ in 0..<schedule.localSteps where activeClients.contains(client) {
-                        guard let (record, gradients) = try trainStep(clients: [client], round: round, step: step) else { continue }
-                        try synchronizeGradients(gradients, round: round, step: step)
-                        records.append(record); onStep(record); step += 1
-                    }
-                }
-            case .serverHierarchical:
-                for _ in 0..<schedule.localSteps {
-                    let start = DispatchTime.now().uptimeNanoseconds
-                    var parts: [StepRecord] = []
-                    var gradients: [ClientUpdate] = []
-                    for client in activeClients {
-                        try server.activateReplica(for: client)
-                        if let (part, clientGradients) = try trainStep(clients: [client], round: round, step: step) {
-                            parts.append(part)
-                            gradients += clientGradients
-                        }
-                    }
-                    guard !parts.isEmpty else { continue }
-                    try synchronizeGradients(gradients, round: round, step: step)
-                    let record = StepRecord.combining(parts, round: round, step: step,
-                                                      seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
-                    records.append(record); onStep(record); step += 1
-                }
-                try timer.measure(.serverCompute) { try server.averageReplicas() }
+        if let step = resumedFrom {
+            for client in activeClients {
+                _ = call(client, SplitMessage(kind: .restore, round: position.round, step: step), expecting: .acknowledgement)
             }
-            if schedule.clientAggregation == .parameters { try aggregateClients(round: round, step: step) }
+            log("resumed at round \(position.round), step \(step) with \(activeClients.joined(separator: ", "))")
+            resumedFrom = nil
+        }
+        let ids = transport.clientIDs
+        let passes = schedule.mode == .serial ? ids.count * schedule.localSteps : schedule.localSteps
+        while position.round < schedule.rounds {
+            let round = position.round
+            while position.pass < passes {
+                try admitClients(round: round, pass: position.pass)
+                let record: StepRecord?
+                let gradients: [ClientUpdate]
+                switch schedule.mode {
+                case .clientBatching:
+                    (record, gradients) = try trainStep(clients: activeClients, round: round, step: position.step) ?? (nil, [])
+                case .serial:
+                    let client = ids[position.pass / schedule.localSteps]
+                    (record, gradients) = activeClients.contains(client)
+                        ? try trainStep(clients: [client], round: round, step: position.step) ?? (nil, []) : (nil, [])
+                case .serverHierarchical:
+                    (record, gradients) = try hierarchicalStep(round: round, step: position.step)
+                }
+                if let record {
+                    try synchronizeGradients(gradients, round: round, step: position.step)
+                    records.append(record); onStep(record)
+                    position.step += 1
+                }
+                position.pass += 1
+                if position.pass < passes, record != nil { try checkpointIfDue() }
+            }
+            if schedule.mode == .serverHierarchical { try timer.measure(.serverCompute) { try server.averageReplicas() } }
+            if schedule.clientAggregation == .parameters { try aggregateClients(round: round, step: position.step) }
+            position = Position(round: round + 1, pass: 0, step: position.step)
+            if position.round < schedule.rounds { try checkpointIfDue() }
         }
         return records
+    }
+
+    /// One pass of server-hierarchical mode: each client with its own replica of the server's trainables.
+    private func hierarchicalStep(round: Int, step: Int) throws -> (StepRecord?, [ClientUpdate]) {
+        let start = DispatchTime.now().uptimeNanoseconds
+        var parts: [StepRecord] = []
+        var gradients: [ClientUpdate] = []
+        for client in activeClients {
+            try server.activateReplica(for: client)
+            if let (part, clientGradients) = try trainStep(clients: [client], round: round, step: step) {
+                parts.append(part)
+                gradients += clientGradients
+            }
+        }
+        guard !parts.isEmpty else { return (nil, []) }
+        return (StepRecord.combining(parts, round: round, step: step, seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9),
+                gradients)
+    }
+
+    /// Checkpoints when `checkpointEvery` steps have passed since the last one: every active client saves
+    /// its state, then the server's snapshot goes to ``saveCheckpoint``.
+    private func checkpointIfDue() throws {
+        guard checkpointEvery > 0, let saveCheckpoint, position.step > 0, position.step % checkpointEvery == 0,
+              lastCheckpoint != position.step else { return }
+        for client in activeClients {
+            _ = call(client, SplitMessage(kind: .checkpoint, round: position.round, step: position.step), expecting: .acknowledgement)
+        }
+        try saveCheckpoint(Snapshot(position: position, records: records, activeClients: activeClients,
+                                    failures: failuresDetail, rejoins: rejoins))
+        lastCheckpoint = position.step
+        log("checkpoint at step \(position.step) (round \(position.round), \(activeClients.count) clients)")
+    }
+
+    /// Before a pass: waits while fewer than ``minimumClients`` take part (networked runs), and brings
+    /// back clients that reconnected. A returning client gets the current client-side trainables from a
+    /// client still in the run (with per-step gradient aggregation all clients hold the same values) —
+    /// with value aggregation it returns at the start of a round, after everyone has the aggregate.
+    private func admitClients(round: Int, pass: Int) throws {
+        guard transport.acceptsRejoins else { return }
+        let minimum = max(1, min(minimumClients, transport.clientIDs.count))
+        var returning = try transport.waitForClients(active: activeClients, minimum: minimum, log: log)
+        if schedule.clientAggregation == .parameters, pass != 0, activeClients.count >= minimum { returning = [] }
+        for client in returning {
+            if let reference = activeClients.first {
+                guard let values = call(reference, SplitMessage(kind: .adapterRequest, round: round, step: position.step), expecting: .adapterUpdate),
+                      let message = try? WireTensor.decode(values.body, expectedRank: 1, what: "values of client \(reference)") else { continue }
+                let body = WireTensor(tensor: message.tensor).encoded()
+                activeClients.append(client)
+                guard call(client, SplitMessage(kind: .aggregate, round: round, step: position.step, body: body), expecting: .acknowledgement) != nil else { continue }
+            } else {
+                activeClients.append(client)
+                log("client \(client) rejoins with its own trainables (no client left to copy them from)")
+            }
+            activeClients = transport.clientIDs.filter(activeClients.contains)
+            rejoins.append(Rejoin(clientID: client, step: position.step))
+            log("client \(client) rejoined at round \(round), step \(position.step)")
+        }
     }
 
     /// One server pass with `clients`: activations in, server output out, output gradients in,
@@ -294,7 +419,10 @@ public final class SplitCoordinator {
                 drop(client, error)
             }
         }
-        guard !updates.isEmpty else { _ = try noClientLeft(round: round, step: step); return }
+        guard !updates.isEmpty else {
+            if !transport.acceptsRejoins { _ = try noClientLeft(round: round, step: step) }
+            return
+        }
         let aggregate = try timer.measure(.serverCompute) { try strategy.aggregate(updates, previous: nil) }
         let body = timer.measure(.copying) { WireTensor(tensor: aggregate).encoded() }
         for update in updates {
@@ -321,14 +449,14 @@ public final class SplitCoordinator {
         guard let index = activeClients.firstIndex(of: client) else { return }
         activeClients.remove(at: index)
         let text = (error as? ClientFailure).map { "\($0.underlying)" } ?? "\(error)"
-        failures.append((client, text))
+        failuresDetail.append(Failure(clientID: client, error: text, step: position.step))
         server.removeReplica(for: client)
         log("client \(client) dropped: \(text)")
     }
 
     /// A pass none of whose clients answered: nil while other clients remain, else the run fails.
     private func skipped(round: Int, step: Int) throws -> (StepRecord, [ClientUpdate])? {
-        guard activeClients.isEmpty else { return nil }
+        guard activeClients.isEmpty, !transport.acceptsRejoins else { return nil }
         _ = try noClientLeft(round: round, step: step)
         return nil
     }

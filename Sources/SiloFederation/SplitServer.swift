@@ -168,6 +168,55 @@ public final class SplitServer {
         }
     }
 
+    // MARK: Checkpoints
+
+    /// The server's state as named tensors — its trainable values (`values`), its optimizer state
+    /// (`optimizer/…`) and, server-hierarchical, each replica's (`replica/ID/…`) — and each replica's
+    /// example count.
+    public func checkpointState() -> (tensors: [String: Tensor], replicaExamples: [String: Int]) {
+        if let active = activeReplica { saveReplica(active) }
+        var tensors: [String: Tensor] = [:]
+        if part.trainableCount > 0 { tensors["values"] = part.flattenedValues() }
+        for (key, value) in optimizer?.state() ?? [:] { tensors["optimizer/" + key] = value }
+        var examples: [String: Int] = [:]
+        for (id, replica) in replicas {
+            tensors["replica/\(id)/values"] = replica.values
+            for (key, value) in replica.optimizerState { tensors["replica/\(id)/optimizer/\(key)"] = value }
+            examples[id] = replica.examples
+        }
+        return (tensors, examples)
+    }
+
+    /// Loads a state written by ``checkpointState()``.
+    /// - Throws: ``ProtocolError`` or the optimizer's error when a tensor is missing or does not fit this
+    ///   server's model; nothing is changed then.
+    public func restore(from file: SafeTensorsFile, replicaExamples: [String: Int]) throws {
+        let count = part.trainableCount
+        func vector(_ name: String) throws -> Tensor {
+            let tensor = try file.tensor(name)
+            guard tensor.shape == [count] else {
+                throw ProtocolError("\(file.url.path): \(name) holds \(tensor.count) values, this server trains \(count)")
+            }
+            return tensor
+        }
+        func optimizerState(_ prefix: String) -> [String: Tensor] {
+            var state: [String: Tensor] = [:]
+            for name in file.names where name.hasPrefix(prefix) { state[String(name.dropFirst(prefix.count))] = try? file.tensor(name) }
+            return state
+        }
+        let values = count > 0 ? try vector("values") : nil
+        var restored: [String: Replica] = [:]
+        for (id, examples) in replicaExamples {
+            restored[id] = Replica(values: try vector("replica/\(id)/values"), optimizerState: optimizerState("replica/\(id)/optimizer/"),
+                                   examples: examples)
+        }
+        try optimizer?.load(state: optimizerState("optimizer/"))
+        optimizer?.zeroGrad()
+        if let values { try part.assign(flattenedValues: values) }
+        replicas = restored
+        activeReplica = nil
+    }
+
     /// Drops a client's replica (the client left).
     public func removeReplica(for clientID: String) {
         replicas[clientID] = nil

@@ -29,6 +29,12 @@ public enum SplitMessageKind: String, Sendable, CaseIterable, Codable {
     /// server → client: the clients' gradients combined (loss-token weighted); every client applies it
     /// with its own optimizer, so their client-side trainables stay identical.
     case gradientAggregate = "gradient_aggregate"
+    /// server → client: save your state (trainables, optimizer, data position) as checkpoint `step`;
+    /// the server writes its own checkpoint once every client has acknowledged.
+    case checkpoint
+    /// server → client: roll back to your checkpoint `step` (the server resumed from its checkpoint of
+    /// that step).
+    case restore
 }
 
 /// One plaintext message of the split protocol (what is sealed). The body is a ``WireTensor`` encoding.
@@ -54,6 +60,12 @@ public protocol SplitClientEndpoint: AnyObject {
     /// Handles one request from the server and returns the response.
     /// - Throws: ``ProtocolError`` for a message out of place; data or model errors of the client.
     func handle(_ request: SplitMessage) throws -> SplitMessage
+    /// The connection to the server broke: forget the step in flight (the server drops it, or rolls back).
+    func connectionLost()
+}
+
+extension SplitClientEndpoint {
+    public func connectionLost() {}
 }
 
 /// How the coordinator reaches the clients: a request/response exchange with one client at a time.
@@ -71,6 +83,17 @@ public protocol SplitTransport: AnyObject {
     var traffic: TrafficCounter { get }
     /// Seconds spent sealing and opening payloads so far.
     var sealingSeconds: Double { get }
+    /// Whether a client that left can come back during the run (a networked transport); the coordinator
+    /// then waits for clients instead of failing when fewer than its minimum are left.
+    var acceptsRejoins: Bool { get }
+    /// The clients connected now that are not in `active` (they rejoined), once `active` plus them number
+    /// at least `minimum`; blocks until then. A transport without rejoins returns [] at once.
+    func waitForClients(active: [String], minimum: Int, log: (String) -> Void) throws -> [String]
+}
+
+extension SplitTransport {
+    public var acceptsRejoins: Bool { false }
+    public func waitForClients(active: [String], minimum: Int, log: (String) -> Void) throws -> [String] { [] }
 }
 
 /// Bytes and message counts by message kind.

@@ -105,11 +105,15 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let acknowledgement = MessageType(rawValue: 10)
     /// server → client: the combined gradient of the client-side trainables for this step.
     public static let gradientAggregate = MessageType(rawValue: 11)
+    /// server → client: save a checkpoint of your state.
+    public static let checkpoint = MessageType(rawValue: 12)
+    /// server → client: roll back to a checkpoint.
+    public static let restore = MessageType(rawValue: 13)
 
     static let names: [UInt8: String] = [
         0: "control", 1: "activations", 2: "activation_gradients", 3: "server_output", 4: "output_gradients",
         5: "adapter_update", 6: "aggregate", 7: "step_begin", 8: "step_result", 9: "adapter_request",
-        10: "acknowledgement", 11: "gradient_aggregate",
+        10: "acknowledgement", 11: "gradient_aggregate", 12: "checkpoint", 13: "restore",
     ]
 
     public var description: String { MessageType.names[rawValue] ?? "message type \(rawValue)" }
