@@ -157,6 +157,19 @@ public final class SplitCoordinator {
     /// Clients that rejoined, and when.
     public private(set) var rejoins: [Rejoin] = []
 
+    /// Set from another thread (a signal handler) to stop at the next pass: the coordinator then
+    /// checkpoints (when a checkpoint writer is set) and throws ``Stopped``.
+    public let stopRequest = StopRequest()
+
+    /// Thrown by ``run(onStep:)`` after ``stopRequest`` was set; `step` is where a resumed run continues
+    /// (nil: no checkpoint was written).
+    public struct Stopped: Error, CustomStringConvertible {
+        public var step: Int?
+        public var description: String {
+            step.map { "stopped; checkpoint at step \($0): continue with --resume" } ?? "stopped without a checkpoint"
+        }
+    }
+
     private var position = Position()
     private var records: [StepRecord] = []
     private var resumedFrom: Int?
@@ -192,6 +205,7 @@ public final class SplitCoordinator {
         while position.round < schedule.rounds {
             let round = position.round
             while position.pass < passes {
+                try stopIfRequested()
                 try admitClients(round: round, pass: position.pass)
                 let record: StepRecord?
                 let gradients: [ClientUpdate]
@@ -238,11 +252,22 @@ public final class SplitCoordinator {
                 gradients)
     }
 
-    /// Checkpoints when `checkpointEvery` steps have passed since the last one: every active client saves
-    /// its state, then the server's snapshot goes to ``saveCheckpoint``.
+    /// Between two passes, after a stop request: checkpoint here, then stop.
+    private func stopIfRequested() throws {
+        guard stopRequest.isSet else { return }
+        if saveCheckpoint != nil, lastCheckpoint != position.step { try checkpoint() }
+        throw Stopped(step: saveCheckpoint == nil ? nil : position.step)
+    }
+
+    /// Checkpoints when `checkpointEvery` steps have passed since the last one.
     private func checkpointIfDue() throws {
-        guard checkpointEvery > 0, let saveCheckpoint, position.step > 0, position.step % checkpointEvery == 0,
-              lastCheckpoint != position.step else { return }
+        guard checkpointEvery > 0, position.step > 0, position.step % checkpointEvery == 0, lastCheckpoint != position.step else { return }
+        try checkpoint()
+    }
+
+    /// Every active client saves its state, then the server's snapshot goes to ``saveCheckpoint``.
+    private func checkpoint() throws {
+        guard let saveCheckpoint else { return }
         for client in activeClients {
             _ = call(client, SplitMessage(kind: .checkpoint, round: position.round, step: position.step), expecting: .acknowledgement)
         }
@@ -259,8 +284,14 @@ public final class SplitCoordinator {
     private func admitClients(round: Int, pass: Int) throws {
         guard transport.acceptsRejoins else { return }
         let minimum = max(1, min(minimumClients, transport.clientIDs.count))
-        var returning = try transport.waitForClients(active: activeClients, minimum: minimum, log: log)
-        if schedule.clientAggregation == .parameters, pass != 0, activeClients.count >= minimum { returning = [] }
+        let returning = try transport.waitForClients(active: activeClients, minimum: minimum, log: log)
+        for client in returning where activeClients.contains(client) {
+            // It joined again without being dropped first (restarted between two requests): a new party.
+            activeClients.removeAll { $0 == client }
+            server.removeReplica(for: client)
+        }
+        // Value aggregation: the others' values differ until the round's aggregate; come back then.
+        if schedule.clientAggregation == .parameters, pass != 0, activeClients.count >= minimum { return }
         for client in returning {
             if let reference = activeClients.first {
                 guard let values = call(reference, SplitMessage(kind: .adapterRequest, round: round, step: position.step), expecting: .adapterUpdate),
@@ -451,6 +482,7 @@ public final class SplitCoordinator {
         let text = (error as? ClientFailure).map { "\($0.underlying)" } ?? "\(error)"
         failuresDetail.append(Failure(clientID: client, error: text, step: position.step))
         server.removeReplica(for: client)
+        transport.dropped(client, reason: text)
         log("client \(client) dropped: \(text)")
     }
 
@@ -465,6 +497,15 @@ public final class SplitCoordinator {
         let reasons = failures.map { "\($0.clientID): \($0.error)" }.joined(separator: "; ")
         throw ProtocolError("split training: no client left at round \(round), step \(step) (\(reasons))")
     }
+}
+
+/// A flag one thread sets and another polls.
+public final class StopRequest: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    public init() {}
+    public func set() { lock.lock(); value = true; lock.unlock() }
+    public var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
 }
 
 extension StepRecord {

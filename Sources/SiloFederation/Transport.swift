@@ -89,11 +89,15 @@ public protocol SplitTransport: AnyObject {
     /// The clients connected now that are not in `active` (they rejoined), once `active` plus them number
     /// at least `minimum`; blocks until then. A transport without rejoins returns [] at once.
     func waitForClients(active: [String], minimum: Int, log: (String) -> Void) throws -> [String]
+    /// The coordinator dropped `clientID` from the run: a networked transport tells the client why and
+    /// closes its stream (it may join again later as a new party).
+    func dropped(_ clientID: String, reason: String)
 }
 
 extension SplitTransport {
     public var acceptsRejoins: Bool { false }
     public func waitForClients(active: [String], minimum: Int, log: (String) -> Void) throws -> [String] { [] }
+    public func dropped(_ clientID: String, reason: String) {}
 }
 
 /// Bytes and message counts by message kind.

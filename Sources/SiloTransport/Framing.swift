@@ -12,6 +12,12 @@ public struct NetworkSettings: Sendable, Equatable {
     public var responseTimeout: TimeInterval = 600
     /// How long a client keeps retrying a refused TCP connection (the server may still be loading).
     public var connectTimeout: TimeInterval = 120
+    /// Heartbeats: both ends send an HTTP/2 PING after this many seconds without traffic and close the
+    /// connection when the answer takes as long again, so a peer that vanished (power cut, network
+    /// partition) is noticed in about twice this time, not after the response timeout.
+    public var heartbeat: TimeInterval = 10
+    /// How long a client whose connection broke keeps trying to reconnect and rejoin (0: it gives up at once).
+    public var reconnectTimeout: TimeInterval = 600
     /// HTTP/2 flow-control window (16 MiB): with the default 64 KiB a 3 MiB payload waits on
     /// WINDOW_UPDATE round trips.
     public var http2TargetWindow: Int = 16 << 20

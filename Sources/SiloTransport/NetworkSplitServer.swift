@@ -19,6 +19,12 @@ final class ClientLink: @unchecked Sendable {
     private var outbound: AsyncStream<Outgoing>.Continuation?
     private var inbox: [Result<[UInt8], any Error>] = []
     private var closedReason: String?
+    /// Dropped by the coordinator and not joined again since: not offered for rejoining.
+    private var retired = false
+    /// Joins so far; `admitted` is the join the coordinator trains with (0: none yet). A client that
+    /// joins again (it restarted, or its connection broke) is a new party until it is admitted again.
+    private(set) var generation = 0
+    var admitted = 0
 
     init(clientID: String) {
         self.clientID = clientID
@@ -30,6 +36,8 @@ final class ClientLink: @unchecked Sendable {
         guard outbound == nil else { throw TransportError(.refused, "\(clientID) is connected already; a second connection under its name is refused") }
         protection = session
         closedReason = nil
+        retired = false
+        generation += 1
         inbox = []
     }
 
@@ -56,6 +64,24 @@ final class ClientLink: @unchecked Sendable {
     var isAttached: Bool {
         condition.lock(); defer { condition.unlock() }
         return outbound != nil
+    }
+
+    /// Joined, with its stream open, and not dropped since it joined: it may take part.
+    var isAvailable: Bool {
+        condition.lock(); defer { condition.unlock() }
+        return outbound != nil && !retired
+    }
+
+    /// Joined again since the coordinator admitted it: the party it trained with is gone.
+    var hasRejoined: Bool {
+        condition.lock(); defer { condition.unlock() }
+        return admitted != 0 && generation != admitted
+    }
+
+    /// Marks the current join as the one the coordinator trains with; false when it was another.
+    func admit() {
+        condition.lock(); defer { condition.unlock() }
+        admitted = generation
     }
 
     /// An answer (or the reason none will come) from the stream.
@@ -96,6 +122,7 @@ final class ClientLink: @unchecked Sendable {
     /// Ends the client's stream with a last frame saying why.
     func finish(_ reason: String) {
         condition.lock(); defer { condition.unlock() }
+        retired = true
         if closedReason == nil { closedReason = reason }
         outbound?.yield(.finish(reason))
         outbound?.finish()
@@ -149,8 +176,46 @@ public final class GRPCSplitTransport: SplitTransport, @unchecked Sendable {
         frameBytes += bytes + chunks * 8 + 11
     }
 
+    public var acceptsRejoins: Bool { true }
+
+    /// Blocks until the clients that may train number at least `minimum`, logging who is missing every
+    /// 30 s; returns those that are not in `active` or joined again since they were admitted (they
+    /// restarted, or their connection broke), and admits them.
+    public func waitForClients(active: [String], minimum: Int, log: (String) -> Void) throws -> [String] {
+        var lastReport = Date.distantPast
+        while true {
+            let returning = clientIDs.filter { id in
+                guard let link = links[id], link.isAvailable else { return false }
+                return !active.contains(id) || link.hasRejoined
+            }
+            let staying = active.filter { !returning.contains($0) }
+            if staying.count + returning.count >= minimum {
+                for id in returning { links[id]?.admit() }
+                return returning
+            }
+            if Date().timeIntervalSince(lastReport) >= 30 {
+                let missing = clientIDs.filter { !active.contains($0) && !returning.contains($0) }
+                log("waiting for clients: \(active.count + returning.count) connected, at least \(minimum) needed (missing: \(missing.joined(separator: ", ")))")
+                lastReport = Date()
+            }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+    }
+
+    public func dropped(_ clientID: String, reason: String) {
+        // A client that joined again is a new party, admitted at the next pass: its new stream stays.
+        guard let link = links[clientID], !link.hasRejoined else { return }
+        link.finish("dropped from the run: \(reason)")
+    }
+
     public func exchange(_ request: SplitMessage, with clientID: String) throws -> SplitMessage {
         guard let link = links[clientID] else { throw ProtocolError("no client \(clientID) on this server") }
+        // A client that joined again mid-run is a new party (fresh process or lost step): it sits out
+        // until the coordinator admits it again at the next pass, and its new stream stays open.
+        if link.hasRejoined {
+            throw ClientFailure(clientID: clientID, underlying: TransportError(.closed, "\(clientID) reconnected during the run; it rejoins at the next step"))
+        }
+        if link.admitted == 0 { link.admit() }
         do {
             let session = try link.session()
             let requestBytes = try timer.measure(.sealing) { try session.seal(request) }
@@ -376,6 +441,9 @@ public final class NetworkSplitServer: @unchecked Sendable {
         config.http2.targetWindowSize = settings.http2TargetWindow
         config.http2.maxFrameSize = settings.http2MaxFrame
         config.rpc.maxRequestPayloadSize = settings.maxMessageBytes
+        let heartbeat = Duration.milliseconds(Int64(settings.heartbeat * 1000))
+        config.connection.keepalive = .init(time: heartbeat, timeout: heartbeat,
+                                            clientBehavior: .init(minPingIntervalWithoutCalls: heartbeat / 2, allowWithoutCalls: true))
         self.serverTransport = HTTP2ServerTransport.Custom(
             listenerFactory: SiloListenerFactory(host: host, port: port, sslContext: sslContext, registry: registry, log: log),
             config: config)
@@ -397,9 +465,10 @@ public final class NetworkSplitServer: @unchecked Sendable {
         return port
     }
 
-    /// Waits until every allow-listed client has joined and opened its stream.
-    /// - Throws: ``TransportError`` (`timeout`) naming the clients still missing.
-    public func waitForClients(timeout: TimeInterval) async throws {
+    /// Waits until every allow-listed client has joined and opened its stream. After `timeout` seconds
+    /// it returns once `minimum` (nil: all) have: the others may join later, during the run.
+    /// - Throws: ``TransportError`` (`timeout`) naming the clients still missing, when `minimum` is nil.
+    public func waitForClients(timeout: TimeInterval, minimum: Int? = nil) async throws {
         let deadline = Date().addingTimeInterval(timeout)
         var reported = -1
         while true {
@@ -410,7 +479,13 @@ public final class NetworkSplitServer: @unchecked Sendable {
                 reported = missing.count
             }
             if Date() > deadline {
-                throw TransportError(.timeout, "clients \(missing.joined(separator: ", ")) did not connect within \(timeout) s")
+                guard let minimum else {
+                    throw TransportError(.timeout, "clients \(missing.joined(separator: ", ")) did not connect within \(timeout) s")
+                }
+                if links.count - missing.count >= minimum {
+                    log("starting with \(links.count - missing.count) clients after \(Int(timeout)) s; \(missing.joined(separator: ", ")) may join during the run")
+                    return
+                }
             }
             try await Task.sleep(for: .milliseconds(50))
         }
@@ -434,7 +509,8 @@ public final class NetworkSplitServer: @unchecked Sendable {
     /// dropped — then stops serving.
     public func finish(reason: String = "run complete", failures: [(clientID: String, error: String)] = []) async {
         for link in links {
-            if let failure = failures.first(where: { $0.clientID == link.clientID }) {
+            // A client dropped earlier and back in the run since (it rejoined) completed the run.
+            if let failure = failures.last(where: { $0.clientID == link.clientID }), !link.isAvailable {
                 link.finish("dropped from the run: \(failure.error)")
             } else {
                 link.finish(reason)

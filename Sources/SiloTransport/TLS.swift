@@ -192,6 +192,12 @@ final class TLSFailureLogger: ChannelInboundHandler, RemovableChannelHandler {
 
 /// The gRPC client transports of a client.
 enum ClientConnection {
+    /// Heartbeats (``NetworkSettings/heartbeat``): HTTP/2 PINGs, also while no call is open.
+    static func keepalive(_ settings: NetworkSettings) -> HTTP2ClientTransport.Config.Keepalive {
+        let interval = Duration.milliseconds(Int64(settings.heartbeat * 1000))
+        return .init(time: interval, timeout: interval, allowWithoutCalls: true)
+    }
+
     static func http2(_ settings: NetworkSettings) -> HTTP2ClientTransport.Config.HTTP2 {
         var http2 = HTTP2ClientTransport.Config.HTTP2.defaults
         http2.targetWindowSize = settings.http2TargetWindow
@@ -202,7 +208,7 @@ enum ClientConnection {
     /// Plaintext HTTP/2 (`--insecure`).
     static func plaintext(host: String, port: Int, settings: NetworkSettings) throws -> HTTP2ClientTransport.Posix {
         try HTTP2ClientTransport.Posix(target: .dns(host: host, port: port), transportSecurity: .plaintext,
-                                       config: .defaults { $0.http2 = http2(settings) })
+                                       config: .defaults { $0.http2 = http2(settings); $0.connection.keepalive = keepalive(settings) })
     }
 
     /// One TLS 1.3 connection with this party's certificate, the deployment's CA as the only root.
@@ -211,7 +217,7 @@ enum ClientConnection {
         // SNI and host-name verification take a name; for an IP address NIOSSL checks the
         // certificate's IP SAN against the connected address.
         let serverHostname = PKI.ipAddressBytes(host) == nil ? host : nil
-        let config = HTTP2ClientTransport.WrappedChannel.Config.defaults { $0.http2 = http2(settings) }
+        let config = HTTP2ClientTransport.WrappedChannel.Config.defaults { $0.http2 = http2(settings); $0.connection.keepalive = keepalive(settings) }
         do {
             return try await HTTP2ClientTransport.WrappedChannel.wrapping(config: config) { configure in
                 try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)

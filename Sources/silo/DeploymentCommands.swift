@@ -166,10 +166,28 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Seconds to wait for a client's answer before it is dropped from the run.")
     var timeout: Double = 600
 
+    @Option(help: "Checkpoint every N steps (the clients save theirs first); 0: never.")
+    var checkpointEvery = 10
+
+    @Option(help: "The server's checkpoint file (default: OUTPUT/checkpoint/server.safetensors).")
+    var checkpoint: String?
+
+    @Flag(help: "Continue from the checkpoint: the clients roll back to their checkpoints of the same step.")
+    var resume = false
+
+    @Option(help: "Below this many clients the run waits for clients to (re)join instead of failing; after --join-timeout the run starts with this many.")
+    var minClients = 1
+
+    @Option(help: "Seconds between heartbeats (HTTP/2 PINGs) on idle connections; a peer silent for twice this is cut off.")
+    var heartbeat: Double = 10
+
     @OptionGroup var run: RunOptions
 
     func validate() throws {
         if pki == nil && !run.insecure { throw ValidationError("--pki DIR is required (or --insecure for plaintext)") }
+        guard checkpointEvery >= 0 else { throw ValidationError("--checkpoint-every must be at least 0 (got \(checkpointEvery))") }
+        guard minClients >= 1 else { throw ValidationError("--min-clients must be at least 1 (got \(minClients))") }
+        guard heartbeat >= 1 else { throw ValidationError("--heartbeat must be at least 1 s (got \(heartbeat))") }
     }
 
     func run() async throws {
@@ -179,26 +197,51 @@ struct ServerCommand: AsyncParsableCommand {
         let security: ConnectionSecurity = run.insecure ? .insecure : .mutualTLS(PKI(directory: URL(fileURLWithPath: pki ?? "")), name: "server")
         var settings = NetworkSettings()
         settings.responseTimeout = timeout
+        settings.heartbeat = heartbeat
         log("loading the server's blocks of \(configuration.model)")
         let (part, plan) = try SplitDeployment.makeServer(configuration)
+        let configurationJSON = try ConfigurationJSON.encode(configuration)
+        let checkpointURL = URL(fileURLWithPath: checkpoint ?? "\(output)/checkpoint/server.safetensors")
+        var snapshot: SplitCoordinator.Snapshot?
+        if resume {
+            guard FileManager.default.fileExists(atPath: checkpointURL.path) else {
+                throw ValidationError("--resume: no checkpoint at \(checkpointURL.path)")
+            }
+            let restored = try SplitCheckpoint.restore(part, from: checkpointURL, configurationJSON: configurationJSON)
+            log("resuming from \(checkpointURL.path): step \(restored.position.step), round \(restored.position.round)")
+            snapshot = restored
+        }
         let timer = WorkTimer()
         let server = try NetworkSplitServer(host: host, port: port, security: security, clientIDs: SplitDeployment.clientIDs(configuration),
-                                            configurationJSON: try ConfigurationJSON.encode(configuration), settings: settings,
+                                            configurationJSON: configurationJSON, settings: settings,
                                             timer: timer, log: log)
         try await server.start()
-        let signals = stopOnSignals(server, log: log)
-        defer { signals.forEach { $0.cancel() } }
-        try await server.waitForClients(timeout: joinTimeout)
         let schedule = SplitDeployment.schedule(configuration)
         let coordinator = SplitCoordinator(server: part, transport: server.transport, schedule: schedule, timer: timer,
                                            codec: try Simulation.stepCodec(configuration), log: { log($0) })
+        coordinator.minimumClients = minClients
+        coordinator.checkpointEvery = checkpointEvery
+        if checkpointEvery > 0 || resume {
+            coordinator.saveCheckpoint = { snapshot in
+                try SplitCheckpoint.write(snapshot, server: part, configurationJSON: configurationJSON, to: checkpointURL)
+            }
+        }
+        if let snapshot { coordinator.resume(from: snapshot) }
+        let signals = stopOnSignals(server, coordinator: coordinator, log: log)
+        defer { signals.forEach { $0.cancel() } }
+        try await server.waitForClients(timeout: joinTimeout, minimum: minClients)
         log("split training, \(schedule.mode.rawValue), \(configuration.clients) clients, \(schedule.recordedSteps(clients: configuration.clients)) steps")
         let trainingStart = DispatchTime.now().uptimeNanoseconds
         let records: [StepRecord]
+        trainingStarted.value = true
         do {
             records = try await server.runCoordinator(coordinator) { record in
                 log(String(format: "step %d: loss %.4f (%.2fs)", record.step, record.loss, record.seconds))
             }
+        } catch let stopped as SplitCoordinator.Stopped {
+            log("\(stopped)")
+            await server.finish(reason: "the server was stopped; \(stopped)")
+            throw ExitCode(Int32(128 + (stopSignalNumber.value ?? SIGTERM)))
         } catch {
             await server.finish(reason: "the run failed: \(error)")
             throw error
@@ -211,22 +254,48 @@ struct ServerCommand: AsyncParsableCommand {
             failures: coordinator.failures, trainingSeconds: trainingSeconds,
             seconds: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9,
             notes: ["networked run over gRPC (\(run.insecure ? "INSECURE plaintext" : "mutual TLS 1.3")): \(wire.payload) sealed payload bytes in \(wire.frames) bytes of protobuf frames",
-                    "no evaluation: the server holds neither the embedding nor the head (`silo simulate` of the same configuration evaluates)"])
+                    "no evaluation: the server holds neither the embedding nor the head (`silo simulate` of the same configuration evaluates)"]
+                + (snapshot.map { ["resumed from the checkpoint of step \($0.position.step)"] } ?? [])
+                + coordinator.rejoins.map { "\($0.clientID) rejoined at step \($0.step)" })
         let url = try writeResults(results, to: output)
         standardError(SimulationReport.summaryTable(results))
         standardError("results: \(url.path)")
     }
 }
 
-/// SIGINT and SIGTERM: tell every client the server stops (so they exit at once with that reason
-/// instead of waiting for a timeout), then exit 128 + signal. No checkpoint is written: the run is lost.
-func stopOnSignals(_ server: NetworkSplitServer, log: @escaping @Sendable (String) -> Void) -> [any DispatchSourceSignal] {
-    [SIGINT, SIGTERM].map { number in
+/// The signal that stopped the server (for its exit status).
+let stopSignalNumber = LockedValue<Int32>()
+/// Whether training has begun (before it, a signal stops at once: there is nothing to checkpoint).
+let trainingStarted = LockedValue<Bool>()
+
+/// A value one thread sets and another reads.
+final class LockedValue<Value: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: Value?
+    var value: Value? {
+        get { lock.lock(); defer { lock.unlock() }; return stored }
+        set { lock.lock(); stored = newValue; lock.unlock() }
+    }
+}
+
+/// SIGINT and SIGTERM: the coordinator finishes the step in flight, checkpoints, tells every client
+/// the server stopped, and the server exits 128 + signal (continue with `--resume`). A second signal
+/// stops at once, without a checkpoint.
+func stopOnSignals(_ server: NetworkSplitServer, coordinator: SplitCoordinator, log: @escaping @Sendable (String) -> Void) -> [any DispatchSourceSignal] {
+    let request = coordinator.stopRequest
+    return [SIGINT, SIGTERM].map { number in
         signal(number, SIG_IGN)
         let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
         source.setEventHandler {
             let name = number == SIGINT ? "SIGINT" : "SIGTERM"
-            log("\(name): stopping; telling the clients")
+            if stopSignalNumber.value == nil, trainingStarted.value == true {
+                stopSignalNumber.value = number
+                request.set()
+                log("\(name): stopping after the step in flight (with a checkpoint); \(name) again stops at once")
+                return
+            }
+            stopSignalNumber.value = number
+            log("\(name): stopping now\(trainingStarted.value == true ? " (no checkpoint)" : ""); telling the clients")
             Task {
                 await server.finish(reason: "the server was stopped (\(name))")
                 exit(128 + number)
@@ -261,6 +330,15 @@ struct ClientCommand: AsyncParsableCommand {
     @Option(help: "Seconds to keep retrying while the server refuses connections (it may still be loading).")
     var connectTimeout: Double = 120
 
+    @Option(help: "Seconds to keep trying to rejoin after the connection breaks (the server restarted, the network failed); 0: give up at once.")
+    var reconnectTimeout: Double = 600
+
+    @Option(help: "Where this client keeps its checkpoints (the two newest), for a server that resumes (default: silo-checkpoints/NAME).")
+    var checkpointDir: String?
+
+    @Option(help: "Seconds between heartbeats (HTTP/2 PINGs) on an idle connection.")
+    var heartbeat: Double = 10
+
     @OptionGroup var run: RunOptions
 
     func validate() throws {
@@ -281,15 +359,20 @@ struct ClientCommand: AsyncParsableCommand {
         let name = self.name
         var settings = NetworkSettings()
         settings.connectTimeout = connectTimeout
+        settings.reconnectTimeout = reconnectTimeout
+        settings.heartbeat = max(1, heartbeat)
+        let checkpoints = URL(fileURLWithPath: checkpointDir ?? "silo-checkpoints/\(name)", isDirectory: true)
         do {
             let outcome = try await NetworkSplitClient.run(host: host, port: port, security: security, name: name, settings: settings, log: log) { json in
                 let configuration = try ConfigurationJSON.decode(json)
                 if let expected, expected != configuration {
                     throw ProtocolError("this client's configuration differs from the server's (seed \(expected.seed) vs \(configuration.seed), clients \(expected.clients) vs \(configuration.clients), mode \(expected.split.mode.rawValue) vs \(configuration.split.mode.rawValue), rounds \(expected.split.rounds) vs \(configuration.split.rounds)); run without --config to take the server's")
                 }
-                return try SplitDeployment.makeClient(configuration, clientID: name, onEvent: { event in
+                let client = try SplitDeployment.makeClient(configuration, clientID: name, onEvent: { event in
                     if case .message(let text) = event { log(text) }
                 })
+                client.checkpointDirectory = checkpoints
+                return client
             }
             guard outcome.completed else {
                 standardError("error: \(name): \(outcome.reason)")

@@ -242,6 +242,49 @@ final class NetworkRunTests: XCTestCase {
         }
     }
 
+    /// A client killed mid-step (its connection cut) is dropped; the run waits for its minimum of three
+    /// clients; the client, restarted as a new party, joins again, gets the others' trainables and
+    /// trains to the end.
+    func testKilledClientThatRestartsRejoins() async throws {
+        let steps = 8
+        let pki = try PKI.initialize(at: folder, clients: 3)
+        let log = LogLines()
+        let (server, port) = try await startServer(clients: 3, pki: pki, log: log)
+        let frozen = Freezing(try TinySplitRun.client(1, steps: steps), at: 9)
+        let first = Recording(try TinySplitRun.client(0, steps: steps))
+        let others = [startClient(first, name: "client-1", port: port, pki: pki),
+                      startClient(try TinySplitRun.client(2, steps: steps), name: "client-3", port: port, pki: pki)]
+        let doomed = startClient(frozen, name: "client-2", port: port, pki: pki)
+        try await server.waitForClients(timeout: 60)
+        let coordinator = SplitCoordinator(server: try TinySplitRun.server(), transport: server.transport,
+                                           schedule: TinySplitRun.schedule(steps: steps), log: { log.append($0) })
+        coordinator.minimumClients = 3
+        let run = Task { [coordinator = Unchecked(coordinator)] in try await server.runCoordinator(coordinator.value) }
+        // The client freezes in its 9th request (step 2); kill it: its connection goes down mid-step.
+        while !frozen.isFrozen { try await Task.sleep(nanoseconds: 10_000_000) }
+        doomed.cancel()
+        for _ in 0..<100 where !log.contains("client client-2 dropped") { try await Task.sleep(nanoseconds: 50_000_000) }
+        XCTAssertTrue(log.contains("client client-2 dropped"), "\(log.all)")
+        frozen.release()
+        // Below the minimum of 3 the run waits; the restarted client (a fresh party) joins again.
+        let party = Recording(try TinySplitRun.client(1, steps: steps))
+        let restarted = startClient(party, name: "client-2", port: port, pki: pki)
+        let records = try await run.value
+        await server.finish(failures: coordinator.failures)
+        XCTAssertEqual(records.count, steps, "the step client-2 died in goes on with the others")
+        XCTAssertEqual(coordinator.rejoins.map(\.clientID), ["client-2"])
+        XCTAssertEqual(records.last?.clientLosses.keys.sorted(), ["client-1", "client-2", "client-3"])
+        XCTAssertTrue(log.contains("client client-2 rejoined"), "\(log.all)")
+        for client in others + [restarted] {
+            let outcome = try await client.value
+            XCTAssertTrue(outcome.completed, outcome.reason)
+        }
+        // It took client-1's trainables when it came back (its AdamW moments start afresh).
+        let given = try XCTUnwrap(party.valuesAt[.aggregate])
+        XCTAssertEqual(given, try XCTUnwrap(first.valuesAt[.adapterRequest]))
+        XCTAssertNotEqual(given, try TinySplitRun.client(1, steps: 1).part.flattenedValues().toArray())
+    }
+
     private func assertFails(_ task: Task<NetworkSplitClient.Outcome, any Error>, containing text: String?,
                              file: StaticString = #filePath, line: UInt = #line) async {
         do {
@@ -286,6 +329,50 @@ final class Stalling: SplitClientEndpoint {
     func handle(_ request: SplitMessage) throws -> SplitMessage {
         count += 1
         if count == after { Thread.sleep(forTimeInterval: seconds) }
+        return try inner.handle(request)
+    }
+}
+
+/// A real client that keeps its trainable values as they were after the last request of each kind.
+final class Recording: SplitClientEndpoint, @unchecked Sendable {
+    let inner: SplitClient
+    private(set) var valuesAt: [SplitMessageKind: [Float]] = [:]
+    var clientID: String { inner.clientID }
+
+    init(_ inner: SplitClient) { self.inner = inner }
+
+    func handle(_ request: SplitMessage) throws -> SplitMessage {
+        let response = try inner.handle(request)
+        valuesAt[request.kind] = inner.part.flattenedValues().toArray()
+        return response
+    }
+}
+
+/// A real client that freezes in request `at` until released (its process hangs, then is killed).
+final class Freezing: SplitClientEndpoint, @unchecked Sendable {
+    let inner: SplitClient
+    let at: Int
+    private var count = 0
+    private let gate = DispatchSemaphore(value: 0)
+    private let lock = NSLock()
+    private var frozen = false
+    var clientID: String { inner.clientID }
+
+    init(_ inner: SplitClient, at: Int) {
+        self.inner = inner
+        self.at = at
+    }
+
+    var isFrozen: Bool { lock.lock(); defer { lock.unlock() }; return frozen }
+    func release() { gate.signal() }
+
+    func handle(_ request: SplitMessage) throws -> SplitMessage {
+        count += 1
+        if count == at {
+            lock.lock(); frozen = true; lock.unlock()
+            _ = gate.wait(timeout: .now() + 10)
+            throw ProtocolError("killed")
+        }
         return try inner.handle(request)
     }
 }
