@@ -522,7 +522,17 @@ public final class NetworkSplitServer: @unchecked Sendable {
             try? await Task.sleep(for: .milliseconds(20))
         }
         grpcServer.beginGracefulShutdown()
-        _ = await serveTask?.result
+        // A connection to a peer that vanished (a cut link) would hold a graceful shutdown until TCP
+        // gives up (~15 min): after 10 s the server stops serving regardless.
+        let task = serveTask
+        let stopped = StopRequest()
+        Task { _ = await task?.result; stopped.set() }
+        let shutdownDeadline = Date().addingTimeInterval(10)
+        while !stopped.isSet, Date() < shutdownDeadline { try? await Task.sleep(for: .milliseconds(20)) }
+        if !stopped.isSet {
+            log("connections still open after 10 s (a peer that vanished): stopping without them")
+            task?.cancel()
+        }
     }
 }
 
