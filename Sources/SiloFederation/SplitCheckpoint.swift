@@ -81,3 +81,21 @@ public enum SplitCheckpoint {
         return keys.isEmpty ? "unknown" : keys.joined(separator: ", ")
     }
 }
+
+extension SafeTensorsFile {
+    /// The tensors whose names start with `prefix`, keyed by the rest of the name (a checkpoint's
+    /// optimizer state under `optimizer/`, a replica's under `replica/ID/optimizer/`).
+    /// - Throws: ``TensorError`` for a tensor that cannot be read.
+    func tensors(under prefix: String) throws -> [String: Tensor] {
+        var tensors: [String: Tensor] = [:]
+        for name in names where name.hasPrefix(prefix) { tensors[String(name.dropFirst(prefix.count))] = try tensor(name) }
+        return tensors
+    }
+}
+
+extension Dictionary where Key == String, Value == Tensor {
+    /// Adds `tensors` with each name prefixed by `prefix` (the writing side of ``SafeTensorsFile/tensors(under:)``).
+    mutating func insert(_ tensors: [String: Tensor], under prefix: String) {
+        for (name, tensor) in tensors { self[prefix + name] = tensor }
+    }
+}

@@ -319,7 +319,7 @@ extension SplitClient {
         try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
         var tensors: [String: Tensor] = [:]
         if part.trainableCount > 0 { tensors["values"] = part.flattenedValues() }
-        for (key, value) in optimizer?.state() ?? [:] { tensors["optimizer/" + key] = value }
+        tensors.insert(optimizer?.state() ?? [:], under: "optimizer/")
         let dropout = part.dropoutCalls.map(String.init)
         let metadata = ["format": Self.checkpointFormat, "client": clientID, "round": String(round), "step": String(step),
                         "batches_taken": String(batchesTaken), "releases": String(releases),
@@ -352,8 +352,7 @@ extension SplitClient {
         guard dropout.count == part.dropoutCalls.count else {
             throw ProtocolError("\(url.path): \(dropout.count) LoRA dropout counters for \(part.dropoutCalls.count) LoRA layers")
         }
-        var state: [String: Tensor] = [:]
-        for name in file.names where name.hasPrefix("optimizer/") { state[String(name.dropFirst("optimizer/".count))] = try file.tensor(name) }
+        let state = try file.tensors(under: "optimizer/")
         let values = part.trainableCount > 0 ? try file.tensor("values") : nil
         if let values, values.shape != [part.trainableCount] {
             throw ProtocolError("\(url.path): \(values.count) trainable values, this client trains \(part.trainableCount)")

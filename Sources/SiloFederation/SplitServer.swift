@@ -177,11 +177,11 @@ public final class SplitServer {
         if let active = activeReplica { saveReplica(active) }
         var tensors: [String: Tensor] = [:]
         if part.trainableCount > 0 { tensors["values"] = part.flattenedValues() }
-        for (key, value) in optimizer?.state() ?? [:] { tensors["optimizer/" + key] = value }
+        tensors.insert(optimizer?.state() ?? [:], under: "optimizer/")
         var examples: [String: Int] = [:]
         for (id, replica) in replicas {
             tensors["replica/\(id)/values"] = replica.values
-            for (key, value) in replica.optimizerState { tensors["replica/\(id)/optimizer/\(key)"] = value }
+            tensors.insert(replica.optimizerState, under: "replica/\(id)/optimizer/")
             examples[id] = replica.examples
         }
         return (tensors, examples)
@@ -199,18 +199,13 @@ public final class SplitServer {
             }
             return tensor
         }
-        func optimizerState(_ prefix: String) -> [String: Tensor] {
-            var state: [String: Tensor] = [:]
-            for name in file.names where name.hasPrefix(prefix) { state[String(name.dropFirst(prefix.count))] = try? file.tensor(name) }
-            return state
-        }
         let values = count > 0 ? try vector("values") : nil
         var restored: [String: Replica] = [:]
         for (id, examples) in replicaExamples {
-            restored[id] = Replica(values: try vector("replica/\(id)/values"), optimizerState: optimizerState("replica/\(id)/optimizer/"),
+            restored[id] = Replica(values: try vector("replica/\(id)/values"), optimizerState: try file.tensors(under: "replica/\(id)/optimizer/"),
                                    examples: examples)
         }
-        try optimizer?.load(state: optimizerState("optimizer/"))
+        try optimizer?.load(state: try file.tensors(under: "optimizer/"))
         optimizer?.zeroGrad()
         if let values { try part.assign(flattenedValues: values) }
         replicas = restored
