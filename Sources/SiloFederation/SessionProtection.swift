@@ -17,6 +17,8 @@ extension SplitMessageKind {
         case .gradientAggregate: return .gradientAggregate
         case .checkpoint: return .checkpoint
         case .restore: return .restore
+        case .syncRequest: return .syncRequest
+        case .syncState: return .syncState
         }
     }
 

@@ -98,4 +98,11 @@ extension Dictionary where Key == String, Value == Tensor {
     mutating func insert(_ tensors: [String: Tensor], under prefix: String) {
         for (name, tensor) in tensors { self[prefix + name] = tensor }
     }
+
+    /// The tensors whose names start with `prefix`, the prefix removed (the inverse of ``insert(_:under:)``).
+    func tensors(under prefix: String) -> [String: Tensor] {
+        var tensors: [String: Tensor] = [:]
+        for (name, tensor) in self where name.hasPrefix(prefix) { tensors[String(name.dropFirst(prefix.count))] = tensor }
+        return tensors
+    }
 }

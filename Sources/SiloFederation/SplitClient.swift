@@ -174,6 +174,15 @@ public final class SplitClient: SplitClientEndpoint {
             try part.assign(flattenedValues: message.tensor)
             examplesSinceAggregation = 0
             return SplitMessage(kind: .acknowledgement, round: request.round, step: request.step)
+        case (.syncRequest, .idle):
+            let body = timer.measure(.copying) { WireTensorBundle.encode(synchronizationState()) }
+            return SplitMessage(kind: .syncState, round: request.round, step: request.step, body: body)
+        case (.syncState, .idle):
+            let state = try timer.measure(.copying) {
+                try WireTensorBundle.decode(request.body, what: "state for rejoining client \(clientID), step \(request.step)")
+            }
+            try takeSynchronizationState(state)
+            return SplitMessage(kind: .acknowledgement, round: request.round, step: request.step)
         case (.checkpoint, .idle):
             try saveCheckpoint(round: request.round, step: request.step)
             return SplitMessage(kind: .acknowledgement, round: request.round, step: request.step)
@@ -303,6 +312,39 @@ extension SplitClient {
 
     static let checkpointFormat = "silo-split-client-checkpoint-1"
 
+    /// What a rejoining client takes from one still in the run: the trainables (`values`) and the
+    /// optimizer state (`optimizer/…`). Not the data position, the dropout or noise counters: those
+    /// are this client's own.
+    func synchronizationState() -> [String: Tensor] {
+        var tensors: [String: Tensor] = [:]
+        if part.trainableCount > 0 { tensors["values"] = part.flattenedValues() }
+        tensors.insert(optimizer?.state() ?? [:], under: "optimizer/")
+        return tensors
+    }
+
+    /// Takes the trainables and optimizer state of another client (``synchronizationState()``).
+    /// - Throws: ``ProtocolError`` when a tensor is unknown or does not fit this client's model or
+    ///   optimizer; nothing is changed then.
+    func takeSynchronizationState(_ tensors: [String: Tensor]) throws {
+        let what = "state for rejoining client \(clientID)"
+        if let unknown = tensors.keys.sorted().first(where: { $0 != "values" && !$0.hasPrefix("optimizer/") }) {
+            throw ProtocolError("\(what): unexpected tensor '\(unknown)'")
+        }
+        let values = tensors["values"]
+        guard values?.shape ?? [0] == [part.trainableCount] else {
+            throw ProtocolError("\(what): \(values?.count ?? 0) trainable values, this client trains \(part.trainableCount)")
+        }
+        let state = tensors.tensors(under: "optimizer/")
+        if let optimizer {
+            do { try optimizer.load(state: state) } catch { throw ProtocolError("\(what): \(error)") }
+            optimizer.zeroGrad()
+        } else if !state.isEmpty {
+            throw ProtocolError("\(what): optimizer state for a client that trains nothing")
+        }
+        if let values { try part.assign(flattenedValues: values) }
+        examplesSinceAggregation = 0
+    }
+
     /// The file of checkpoint `step` of this client.
     public func checkpointURL(step: Int) throws -> URL {
         guard let checkpointDirectory else {
@@ -317,9 +359,7 @@ extension SplitClient {
     func saveCheckpoint(round: Int, step: Int) throws {
         let url = try checkpointURL(step: step)
         try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-        var tensors: [String: Tensor] = [:]
-        if part.trainableCount > 0 { tensors["values"] = part.flattenedValues() }
-        tensors.insert(optimizer?.state() ?? [:], under: "optimizer/")
+        let tensors = synchronizationState()
         let dropout = part.dropoutCalls.map(String.init)
         let metadata = ["format": Self.checkpointFormat, "client": clientID, "round": String(round), "step": String(step),
                         "batches_taken": String(batchesTaken), "releases": String(releases),

@@ -294,11 +294,9 @@ public final class SplitCoordinator {
         if schedule.clientAggregation == .parameters, pass != 0, activeClients.count >= minimum { return }
         for client in returning {
             if let reference = activeClients.first {
-                guard let values = call(reference, SplitMessage(kind: .adapterRequest, round: round, step: position.step), expecting: .adapterUpdate),
-                      let message = try? WireTensor.decode(values.body, expectedRank: 1, what: "values of client \(reference)") else { continue }
-                let body = WireTensor(tensor: message.tensor).encoded()
+                guard let message = synchronizationMessage(from: reference, round: round) else { continue }
                 activeClients.append(client)
-                guard call(client, SplitMessage(kind: .aggregate, round: round, step: position.step, body: body), expecting: .acknowledgement) != nil else { continue }
+                guard call(client, message, expecting: .acknowledgement) != nil else { continue }
             } else {
                 activeClients.append(client)
                 log("client \(client) rejoins with its own trainables (no client left to copy them from)")
@@ -306,6 +304,34 @@ public final class SplitCoordinator {
             activeClients = transport.clientIDs.filter(activeClients.contains)
             rejoins.append(Rejoin(clientID: client, step: position.step))
             log("client \(client) rejoined at round \(round), step \(position.step)")
+        }
+    }
+
+    /// What a rejoining client takes from `reference`, a client still in the run. With per-step gradient
+    /// aggregation every client holds the same values and optimizer state, both functions of the
+    /// combined gradients the server has seen, so the rejoiner takes both (``SplitMessageKind/syncState``)
+    /// and stays identical to the others. With value aggregation the optimizer state is the reference's
+    /// own (a statistic of its private gradients): the rejoiner takes only the values, at a round start,
+    /// and its optimizer starts afresh. Nil when the reference dropped or sent something malformed.
+    private func synchronizationMessage(from reference: String, round: Int) -> SplitMessage? {
+        let step = position.step
+        if schedule.clientAggregation == .gradients {
+            guard let state = call(reference, SplitMessage(kind: .syncRequest, round: round, step: step), expecting: .syncState) else { return nil }
+            do {
+                _ = try WireTensorBundle.decode(state.body, what: "state of client \(reference), step \(step)")
+            } catch {
+                drop(reference, error)
+                return nil
+            }
+            return SplitMessage(kind: .syncState, round: round, step: step, body: state.body)
+        }
+        guard let values = call(reference, SplitMessage(kind: .adapterRequest, round: round, step: step), expecting: .adapterUpdate) else { return nil }
+        do {
+            let message = try WireTensor.decode(values.body, expectedRank: 1, what: "values of client \(reference), step \(step)")
+            return SplitMessage(kind: .aggregate, round: round, step: step, body: WireTensor(tensor: message.tensor).encoded())
+        } catch {
+            drop(reference, error)
+            return nil
         }
     }
 

@@ -35,6 +35,11 @@ public enum SplitMessageKind: String, Sendable, CaseIterable, Codable {
     /// server → client: roll back to your checkpoint `step` (the server resumed from its checkpoint of
     /// that step).
     case restore
+    /// server → client: send your trainables and optimizer state (for a client that rejoins).
+    case syncRequest = "sync_request"
+    /// client → server: the trainables and optimizer state (a ``WireTensorBundle``); server → a
+    /// rejoining client: take them as yours (it answers ``acknowledgement``).
+    case syncState = "sync_state"
 }
 
 /// One plaintext message of the split protocol (what is sealed). The body is a ``WireTensor`` encoding.

@@ -219,3 +219,58 @@ struct ByteReader {
         try read(count: 8).reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
     }
 }
+
+/// Named tensors in one message (a client's trainables and optimizer state for a rejoining client):
+///
+/// ```
+/// "SLB1" | u32 count | count × (u16 name length | UTF-8 name | u32 byte length | "SLW1" tensor)
+/// ```
+///
+/// Every entry is a plain ``WireTensor`` (any rank up to 8, finite values); names are unique and
+/// every length is checked against the bytes present, as for a single tensor.
+public enum WireTensorBundle {
+    static let magic: [UInt8] = Array("SLB1".utf8)
+    /// The most entries a bundle may hold.
+    public static let maximumCount = 1 << 16
+
+    public static func encode(_ tensors: [String: Tensor]) -> [UInt8] {
+        var bytes = magic
+        withUnsafeBytes(of: UInt32(tensors.count).littleEndian) { bytes += $0 }
+        for name in tensors.keys.sorted() {
+            let entry = WireTensor(tensor: tensors[name]!).encoded()
+            let utf8 = Array(name.utf8)
+            withUnsafeBytes(of: UInt16(utf8.count).littleEndian) { bytes += $0 }
+            bytes += utf8
+            withUnsafeBytes(of: UInt32(entry.count).littleEndian) { bytes += $0 }
+            bytes += entry
+        }
+        return bytes
+    }
+
+    /// Decodes and validates `bytes`.
+    /// - Throws: ``ProtocolError`` naming `what` for a bad magic, truncated or trailing bytes, a name
+    ///   that is empty, not UTF-8 or repeated, or an entry that is not a valid tensor (with its name).
+    public static func decode(_ bytes: [UInt8], what: String) throws -> [String: Tensor] {
+        var reader = ByteReader(bytes: bytes, what: what)
+        guard bytes.count >= 4, try reader.read(count: 4) == magic else {
+            throw ProtocolError("\(what): not a Silo tensor bundle (bad magic)")
+        }
+        let count = Int(try reader.readUInt32())
+        guard count <= maximumCount else { throw ProtocolError("\(what): \(count) tensors (at most \(maximumCount))") }
+        var tensors: [String: Tensor] = [:]
+        for index in 0..<count {
+            let nameBytes = try reader.read(count: Int(try reader.read(count: 2).reversed().reduce(UInt16(0)) { $0 << 8 | UInt16($1) }))
+            guard !nameBytes.isEmpty, let name = String(validating: nameBytes, as: UTF8.self) else {
+                throw ProtocolError("\(what): tensor \(index) has an empty or malformed name")
+            }
+            guard tensors[name] == nil else { throw ProtocolError("\(what): tensor '\(name)' appears twice") }
+            let entry = try reader.read(count: Int(try reader.readUInt32()))
+            guard entry.count > 4 else { throw ProtocolError("\(what), tensor '\(name)': \(entry.count) bytes, too short") }
+            let rank = Int(entry[4])
+            guard rank <= 8 else { throw ProtocolError("\(what), tensor '\(name)': rank \(rank) (at most 8)") }
+            tensors[name] = try WireTensor.decode(entry, expectedRank: rank, what: "\(what), tensor '\(name)'").tensor
+        }
+        guard reader.remaining == 0 else { throw ProtocolError("\(what): \(reader.remaining) bytes after the last tensor") }
+        return tensors
+    }
+}

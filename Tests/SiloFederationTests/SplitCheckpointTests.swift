@@ -120,4 +120,53 @@ final class SplitCheckpointTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("no checkpoint folder"), "\(error)")
         }
     }
+
+    /// A rejoining client takes another's trainables and AdamW state (message `sync_state`) and then
+    /// steps exactly as that client does; a malformed or misfitting state is refused and changes nothing.
+    func testRejoiningClientTakesTrainablesAndOptimizerStateOrRefusesThem() throws {
+        let batches = (0..<2).map { client in (0..<3).map { SplitTrainingTests.batch(seed: UInt64(700 + 10 * client + $0), time: 6) } }
+        let (server, clients) = try parties(batches)
+        try coordinator(server, clients, schedule: SplitSchedule(mode: .clientBatching, rounds: 2, localSteps: 1)).run()
+        let state = try clients[0].handle(SplitMessage(kind: .syncRequest, round: 2, step: 2))
+        XCTAssertEqual(state.kind, .syncState)
+        let tensors = try WireTensorBundle.decode(state.body, what: "test")
+        let expected = try XCTUnwrap(clients[0].optimizer?.state())
+        XCTAssertFalse(expected.isEmpty)
+        XCTAssertEqual(tensors.keys.sorted(), (["values"] + expected.keys.map { "optimizer/" + $0 }).sorted())
+
+        let (_, fresh) = try parties(batches)
+        let rejoiner = fresh[1]
+        let before = rejoiner.part.flattenedValues().toArray()
+        func refuses(_ bundle: [UInt8], _ text: String, line: UInt = #line) {
+            XCTAssertThrowsError(try rejoiner.handle(SplitMessage(kind: .syncState, round: 2, step: 2, body: bundle)), line: line) { error in
+                XCTAssertTrue("\(error)".contains(text), "\(error)", line: line)
+            }
+            XCTAssertEqual(rejoiner.part.flattenedValues().toArray(), before, line: line)
+            XCTAssertEqual(rejoiner.optimizer?.state().isEmpty, true, line: line)
+        }
+        refuses(Array(state.body.dropLast(3)), "truncated")
+        refuses(state.body + [0], "1 bytes after the last tensor")
+        refuses(Array("SLW1".utf8) + state.body.dropFirst(4), "bad magic")
+        var extra = tensors; extra["secrets"] = Tensor.zeros([1])
+        refuses(WireTensorBundle.encode(extra), "unexpected tensor 'secrets'")
+        var short = tensors; short["values"] = Tensor.zeros([3])
+        refuses(WireTensorBundle.encode(short), "3 trainable values")
+        var misfit = tensors
+        let key = try XCTUnwrap(expected.keys.sorted().first { $0.hasSuffix(".exp_avg") })
+        misfit["optimizer/" + key] = Tensor.zeros([1, 2])
+        refuses(WireTensorBundle.encode(misfit), key)
+        var nan = tensors; nan["values"] = try Tensor(shape: [rejoiner.part.trainableCount], values: Array(repeating: .nan, count: rejoiner.part.trainableCount))
+        refuses(WireTensorBundle.encode(nan), "not finite")
+
+        // Taken: the same values and optimizer state, and the next step on the same gradient is identical.
+        XCTAssertEqual(try rejoiner.handle(SplitMessage(kind: .syncState, round: 2, step: 2, body: state.body)).kind, .acknowledgement)
+        XCTAssertEqual(rejoiner.part.flattenedValues().toArray(), clients[0].part.flattenedValues().toArray())
+        let taken = try XCTUnwrap(rejoiner.optimizer?.state())
+        for (name, tensor) in expected { XCTAssertEqual(taken[name]?.toArray(), tensor.toArray(), name) }
+        let gradient = WireTensor(tensor: Tensor(shape: [rejoiner.part.trainableCount], repeating: 0.01)).encoded()
+        for client in [clients[0], rejoiner] {
+            _ = try client.handle(SplitMessage(kind: .gradientAggregate, round: 2, step: 2, body: gradient))
+        }
+        XCTAssertEqual(rejoiner.part.flattenedValues().toArray(), clients[0].part.flattenedValues().toArray())
+    }
 }

@@ -23,6 +23,11 @@ final class DecodingFuzzTests: XCTestCase {
         let frames = PayloadAssembler.frames(for: sealed, chunkBytes: 128)
         let serializedFrames: [[UInt8]] = try frames.map { try $0.serializedBytes() }
 
+        // A rejoining client's state bundle (trainables and optimizer moments).
+        let bundle = WireTensorBundle.encode(["values": Tensor.ones([12]), "optimizer/w.exp_avg": Tensor.zeros([3, 4]),
+                                              "optimizer/w.step": Tensor(scalar: 2)])
+        XCTAssertEqual(try WireTensorBundle.decode(bundle, what: "fuzz").count, 3)
+
         var counts: [String: Int] = [:]
         var opened = 0
         for _ in 0..<Self.inputs {
@@ -66,9 +71,16 @@ final class DecodingFuzzTests: XCTestCase {
             if (try? WireTensor.decode(tensorBytes, expectedRank: 3, what: "fuzz")) != nil {
                 counts["tensor decoded", default: 0] += 1
             }
+
+            // 5. A mutated state bundle.
+            var bundleBytes = bundle
+            Self.mutate(&bundleBytes, using: &generator)
+            if (try? WireTensorBundle.decode(bundleBytes, what: "fuzz")) != nil {
+                counts["bundle decoded", default: 0] += 1
+            }
         }
         XCTAssertEqual(opened, 0, "a mutated or reassembled-wrong payload opened under another session")
-        let total = 4 * Self.inputs
+        let total = 5 * Self.inputs
         print("decoding fuzz: \(total) inputs ran without a crash (\(counts.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")))")
     }
 

@@ -279,10 +279,14 @@ final class NetworkRunTests: XCTestCase {
             let outcome = try await client.value
             XCTAssertTrue(outcome.completed, outcome.reason)
         }
-        // It took client-1's trainables when it came back (its AdamW moments start afresh).
-        let given = try XCTUnwrap(party.valuesAt[.aggregate])
-        XCTAssertEqual(given, try XCTUnwrap(first.valuesAt[.adapterRequest]))
+        // It took client-1's trainables and AdamW state when it came back, so the two stay identical.
+        let given = try XCTUnwrap(party.valuesAt[.syncState])
+        XCTAssertEqual(given, try XCTUnwrap(first.valuesAt[.syncRequest]))
         XCTAssertNotEqual(given, try TinySplitRun.client(1, steps: 1).part.flattenedValues().toArray())
+        XCTAssertEqual(party.inner.part.flattenedValues().toArray(), first.inner.part.flattenedValues().toArray())
+        let (theirs, ours) = (try XCTUnwrap(first.inner.optimizer?.state()), try XCTUnwrap(party.inner.optimizer?.state()))
+        XCTAssertEqual(ours.keys.sorted(), theirs.keys.sorted())
+        for (name, tensor) in theirs { XCTAssertEqual(ours[name]?.toArray(), tensor.toArray(), name) }
     }
 
     private func assertFails(_ task: Task<NetworkSplitClient.Outcome, any Error>, containing text: String?,

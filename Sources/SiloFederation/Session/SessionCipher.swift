@@ -109,11 +109,16 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let checkpoint = MessageType(rawValue: 12)
     /// server → client: roll back to a checkpoint.
     public static let restore = MessageType(rawValue: 13)
+    /// server → client: send your trainables and optimizer state.
+    public static let syncRequest = MessageType(rawValue: 14)
+    /// both ways: a client's trainables and optimizer state (for a rejoining client).
+    public static let syncState = MessageType(rawValue: 15)
 
     static let names: [UInt8: String] = [
         0: "control", 1: "activations", 2: "activation_gradients", 3: "server_output", 4: "output_gradients",
         5: "adapter_update", 6: "aggregate", 7: "step_begin", 8: "step_result", 9: "adapter_request",
         10: "acknowledgement", 11: "gradient_aggregate", 12: "checkpoint", 13: "restore",
+        14: "sync_request", 15: "sync_state",
     ]
 
     public var description: String { MessageType.names[rawValue] ?? "message type \(rawValue)" }
