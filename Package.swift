@@ -97,17 +97,18 @@ let package = Package(
             ]
         ),
         .target(name: "SiloTestSupport", path: "Tests/SiloTestSupport"),
+        .target(name: "SiloSplitTestSupport", dependencies: ["SiloFederation", "SiloModels", "SiloTensor"], path: "Tests/SiloSplitTestSupport"),
         .testTarget(name: "SiloTensorTests", dependencies: ["SiloTensor", "SiloTestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "SiloModelsTests", dependencies: ["SiloModels", "SiloTestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "SiloDataTests", dependencies: ["SiloData", "SiloTestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "SiloPrivacyTests", dependencies: ["SiloPrivacy", "SiloTestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "SiloCompressionTests", dependencies: ["SiloCompression", "SiloTestSupport"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "SiloFederationTests", dependencies: ["SiloFederation", "SiloPrivacy", "SiloData", "SiloCompression", "SiloTestSupport"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "SiloFederationTests", dependencies: ["SiloFederation", "SiloPrivacy", "SiloData", "SiloCompression", "SiloTestSupport", "SiloSplitTestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "SiloReportTests", dependencies: ["SiloReport"]),
         .testTarget(
             name: "SiloTransportTests",
             dependencies: [
-                "SiloTransport", "SiloFederation", "SiloModels", "SiloTensor", "SiloTestSupport",
+                "SiloTransport", "SiloFederation", "SiloModels", "SiloTensor", "SiloTestSupport", "SiloSplitTestSupport",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "X509", package: "swift-certificates"),
