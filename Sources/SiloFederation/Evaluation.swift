@@ -9,6 +9,18 @@ import SiloTensor
 /// right-padded rows. The centralized model and a split model (client parts + server part) both are.
 public protocol LogProbabilityModel {
     func logProbabilities(ids: [Int32], batch: Int, time: Int, at positions: [Int32]) throws -> Tensor
+    /// log-softmax (V) of the token after `ids` (batch 1), which continue the sequence of `cache` at
+    /// position `offset` (its keys and values are appended); nil when this model cannot decode with a
+    /// KV cache (p-tuning prefixes are not cached), and ``Evaluator/greedy(_:model:maxNewTokens:stop:)``
+    /// recomputes the whole sequence instead.
+    func nextLogProbabilities(ids: [Int32], cache: KVCache, offset: Int) throws -> Tensor?
+    /// A KV cache for `capacity` tokens, or nil (no cached decoding).
+    func makeCache(capacity: Int) -> KVCache?
+}
+
+extension LogProbabilityModel {
+    public func nextLogProbabilities(ids: [Int32], cache: KVCache, offset: Int) throws -> Tensor? { nil }
+    public func makeCache(capacity: Int) -> KVCache? { nil }
 }
 
 /// The whole model in one process.
@@ -23,6 +35,20 @@ public struct CentralizedScorer: LogProbabilityModel {
             defer { part.setTraining(true) }
             let hidden = try part.embedAndRun(ids: ids, batch: batch, time: time, blocks: 0..<0)
             return try part.logProbabilities(hidden: hidden, at: positions, blocks: 0..<part.model.layerCount)
+        }
+    }
+
+    public func makeCache(capacity: Int) -> KVCache? {
+        part.decodesWithCache ? part.model.makeCache(batch: 1, capacity: capacity) : nil
+    }
+
+    public func nextLogProbabilities(ids: [Int32], cache: KVCache, offset: Int) throws -> Tensor? {
+        guard part.decodesWithCache else { return nil }
+        return try Tensor.withoutGradients {
+            part.setTraining(false)
+            defer { part.setTraining(true) }
+            let hidden = try part.embed(ids: ids, offset: offset)
+            return try part.nextLogProbabilities(part.run(hidden, blocks: 0..<part.model.layerCount, cache: cache, offset: offset))
         }
     }
 }
@@ -48,6 +74,23 @@ public struct SplitScorer: LogProbabilityModel {
             let input = try client.embedAndRun(ids: ids, batch: batch, time: time, blocks: plan.inputBlockRange)
             let middle = try server.run(input, blocks: plan.serverBlockRange)
             return try client.logProbabilities(hidden: middle, at: positions, blocks: plan.outputBlockRange)
+        }
+    }
+
+    /// One cache for all L blocks: each party's blocks append to their own layers of it.
+    public func makeCache(capacity: Int) -> KVCache? {
+        client.decodesWithCache && server.decodesWithCache ? client.model.makeCache(batch: 1, capacity: capacity) : nil
+    }
+
+    public func nextLogProbabilities(ids: [Int32], cache: KVCache, offset: Int) throws -> Tensor? {
+        guard client.decodesWithCache, server.decodesWithCache else { return nil }
+        return try Tensor.withoutGradients {
+            client.setTraining(false)
+            server.setTraining(false)
+            defer { client.setTraining(true); server.setTraining(true) }
+            let input = try client.run(client.embed(ids: ids, offset: offset), blocks: plan.inputBlockRange, cache: cache, offset: offset)
+            let middle = try server.run(input, blocks: plan.serverBlockRange, cache: cache, offset: offset)
+            return try client.nextLogProbabilities(client.run(middle, blocks: plan.outputBlockRange, cache: cache, offset: offset))
         }
     }
 }
@@ -120,19 +163,36 @@ public enum Evaluator {
         return (encodings.isEmpty ? .nan : Double(correct) / Double(encodings.count), predictions)
     }
 
-    /// Greedy continuations of `prompts` (at most `maxNewTokens`, stopping at `stop` ids), decoded by
-    /// recomputing the whole sequence each token (no KV cache across the split; fine for short
-    /// evaluation sets).
+    /// Greedy continuations of `prompts` (at most `maxNewTokens`, stopping at `stop` ids; the stop id is
+    /// not part of the output). With a KV cache (``LogProbabilityModel/makeCache(capacity:)``) the prompt
+    /// runs once and each new token alone, across the split too; otherwise the whole sequence is
+    /// recomputed for every token. Both pick the first largest log-probability.
     public static func greedy(_ prompts: [[Int32]], model: any LogProbabilityModel, maxNewTokens: Int,
                               stop: Set<Int32>) throws -> [[Int32]] {
         var outputs: [[Int32]] = []
         for prompt in prompts {
+            if maxNewTokens > 0, !prompt.isEmpty, let cache = model.makeCache(capacity: prompt.count + maxNewTokens) {
+                var generated: [Int32] = []
+                var (input, offset) = (prompt, 0)
+                while generated.count < maxNewTokens {
+                    guard let row = try model.nextLogProbabilities(ids: input, cache: cache, offset: offset) else {
+                        throw ProtocolError("greedy decoding: the model made a KV cache but cannot decode with it")
+                    }
+                    let next = argmax(row.toArray())
+                    if stop.contains(next) { break }
+                    generated.append(next)
+                    offset += input.count
+                    input = [next]
+                }
+                outputs.append(generated)
+                continue
+            }
             var sequence = prompt
             var generated: [Int32] = []
             for _ in 0..<maxNewTokens {
                 let row = try model.logProbabilities(ids: sequence, batch: 1, time: sequence.count,
                                                      at: [Int32(sequence.count - 1)]).toArray()
-                let next = Int32(row.indices.max { row[$0] < row[$1] } ?? 0)
+                let next = argmax(row)
                 if stop.contains(next) { break }
                 generated.append(next)
                 sequence.append(next)
@@ -140,5 +200,10 @@ public enum Evaluator {
             outputs.append(generated)
         }
         return outputs
+    }
+
+    /// The index of the first largest value.
+    static func argmax(_ row: [Float]) -> Int32 {
+        Int32(row.indices.max { row[$0] < row[$1] } ?? 0)
     }
 }

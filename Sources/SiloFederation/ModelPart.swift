@@ -164,6 +164,33 @@ public final class ModelPart {
         return hidden
     }
 
+    /// Whether this part can decode with a KV cache: not with p-tuning prefixes (they are not cached).
+    public var decodesWithCache: Bool {
+        positionOffset == 0 && adapterSets.allSatisfy { $0.prefixTuning == nil }
+    }
+
+    /// hidden (1, T, C) of T new token ids at positions `offset ..< offset + T` (cached decoding).
+    public func embed(ids: [Int32], offset: Int) throws -> Tensor {
+        try model.embed(ids: ids, batch: 1, time: ids.count, positionOffset: offset)
+    }
+
+    /// hidden (1, T, C) after blocks `blocks` for T new tokens at positions `offset ..< offset + T`,
+    /// each block attending to its cached keys and values and appending the new ones (inference: call
+    /// without gradients).
+    public func run(_ hidden: Tensor, blocks: Range<Int>, cache: KVCache, offset: Int) throws -> Tensor {
+        let context = try model.makeContext(batch: 1, time: hidden.shape[1], positionOffset: offset, paddingMask: nil, cache: cache)
+        var hidden = hidden
+        for index in blocks { hidden = try model.block(index, hidden: hidden, context: context) }
+        return hidden
+    }
+
+    /// log-softmax (V) of the token after the last position of hidden (1, T, C), through the head.
+    public func nextLogProbabilities(_ hidden: Tensor) throws -> Tensor {
+        let time = hidden.shape[1]
+        let last = time == 1 ? hidden : try hidden.sliced(axis: 1, range: (time - 1)..<time)
+        return try model.head(last).logSoftmax(axis: -1).reshaped([model.vocabularySize])
+    }
+
     /// Mean next-token cross-entropy over the positions whose label is not −100, running blocks
     /// `blocks` and then the head on those positions only (the head is the largest matrix; positions
     /// without a label never reach it).
