@@ -4,11 +4,13 @@ import SiloModels
 import SiloTensor
 import CBLAS
 import SiloCompression
+import SiloData
+import SiloFederation
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks that print numbers (not tests).",
-        subcommands: [TrainStep.self, GEMMShapes.self, KMeansBench.self, NetworkBench.self]
+        subcommands: [TrainStep.self, GEMMShapes.self, KMeansBench.self, NetworkBench.self, GreedyBench.self]
     )
 }
 
@@ -285,5 +287,59 @@ struct KMeansBench: ParsableCommand {
         } else {
             print(String(format: "k-means: %d x %d into %d clusters, %d iterations: %.3f s, inertia %.6g", info.shape[0], info.shape[1], k, result.iterations, seconds, result.inertia))
         }
+    }
+}
+
+/// `silo bench greedy`: the generation metrics' greedy decoding with a KV cache against recomputing the
+/// whole sequence per token (what evaluation did before), same model, prompts and process.
+struct GreedyBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "greedy",
+        abstract: "Seconds of greedy decoding for the generation metrics (held-out prompts of a task): KV-cached vs recomputing every token; checks both give the same tokens."
+    )
+
+    @Option(help: "Model name or path.") var model = "smollm2-135m"
+    @Option(help: "A generation task: xsum or fiqa.") var task = "xsum"
+    @Option(help: "Held-out prompts (the first N).") var examples = 8
+    @Option(help: "Prompt budget in tokens (data.max_length).") var maxLength = 256
+    @Option(help: "New tokens at most (evaluation.max_new_tokens).") var maxNewTokens = 32
+    @Flag(help: "Print one JSON object.") var json = false
+
+    /// The same scorer without its cache.
+    struct Recomputing: LogProbabilityModel {
+        let inner: any LogProbabilityModel
+        func logProbabilities(ids: [Int32], batch: Int, time: Int, at positions: [Int32]) throws -> Tensor {
+            try inner.logProbabilities(ids: ids, batch: batch, time: time, at: positions)
+        }
+    }
+
+    func run() throws {
+        guard let name = TaskName(rawValue: task), !name.template.isClassification else {
+            throw ValidationError("--task \(task): not a generation task (xsum or fiqa)")
+        }
+        guard examples >= 1 else { throw ValidationError("--examples must be at least 1") }
+        let url = try ModelStore().resolve(model)
+        let tokenizer = url.pathExtension.lowercased() == "gguf" ? try Tokenizer(ggufFile: GGUFFile(contentsOf: url)) : try Tokenizer(directory: url)
+        let held = try DataStore().load(name).evaluation.prefix(examples)
+        let prompts = try held.map { try name.template.encodePrompt($0, tokenizer: tokenizer, maxLength: maxLength) }
+        let scorer = CentralizedScorer(part: try ModelPart(model: try Checkpoint.load(url), adapters: AdapterSpecification(lora: nil), key: RandomKey(seed: 0)))
+        let stop = Set(tokenizer.eosTokenID.map { [Int32($0)] } ?? [])
+        func timed(_ model: any LogProbabilityModel) throws -> (seconds: Double, outputs: [[Int32]]) {
+            let start = DispatchTime.now().uptimeNanoseconds
+            let outputs = try Evaluator.greedy(prompts, model: model, maxNewTokens: maxNewTokens, stop: stop)
+            return (Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9, outputs)
+        }
+        let cached = try timed(scorer)
+        let recomputed = try timed(Recomputing(inner: scorer))
+        let tokens = cached.outputs.reduce(0) { $0 + $1.count }
+        let same = cached.outputs == recomputed.outputs
+        let promptTokens = prompts.reduce(0) { $0 + $1.count }
+        if json {
+            print("{\"examples\": \(prompts.count), \"prompt_tokens\": \(promptTokens), \"new_tokens\": \(tokens), \"cached_seconds\": \(cached.seconds), \"recomputed_seconds\": \(recomputed.seconds), \"speedup\": \(recomputed.seconds / cached.seconds), \"same_tokens\": \(same)}")
+        } else {
+            print(String(format: "greedy decoding, %@, %d prompts (%d prompt tokens), %d new tokens: KV cache %.2f s, recomputing %.2f s (%.1fx); same tokens: %@",
+                         task, prompts.count, promptTokens, tokens, cached.seconds, recomputed.seconds, recomputed.seconds / cached.seconds, same ? "yes" : "NO"))
+        }
+        if !same { throw ExitCode(1) }
     }
 }
