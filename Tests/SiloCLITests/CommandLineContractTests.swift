@@ -95,6 +95,19 @@ final class CommandLineContractTests: XCTestCase {
         XCTAssertTrue(result.output.isEmpty)
     }
 
+    /// `silo bench greedy` decodes real XSum prompts both ways and fails unless the tokens agree.
+    func testBenchGreedyGivesTheSameTokensCachedAndRecomputed() throws {
+        _ = try reference()
+        let result = try run(["bench", "greedy", "--examples", "1", "--max-length", "96", "--max-new-tokens", "5", "--json"])
+        if result.error.contains("not in the cache") || result.error.contains("data fetch") { throw XCTSkip("XSum is not in the cache: \(result.error)") }
+        XCTAssertEqual(result.status, 0, result.error)
+        let object = try json(result.output)
+        XCTAssertEqual(object["same_tokens"] as? Bool, true)
+        XCTAssertEqual(object["examples"] as? Int, 1)
+        XCTAssertGreaterThan(object["new_tokens"] as? Int ?? 0, 0)
+        XCTAssertGreaterThan(object["recomputed_seconds"] as? Double ?? 0, 0)
+    }
+
     func testHelpListsTheCommands() throws {
         let result = try run(["--help"])
         XCTAssertEqual(result.status, 0)
