@@ -172,10 +172,10 @@ public enum Simulation {
             // without repetition within an epoch): compose the Gaussian mechanism over that many releases.
             var epsilons: [String: Double] = [:]
             for id in activeIDs {
-                let examples = max(1, prepared.clientExamples[id]?.count ?? 1)
-                let releases = (stepsPerClient * configuration.data.batchSize + examples - 1) / examples
-                epsilons[id] = try RDPAccountant.epsilon(noiseMultiplier: noise.noiseMultiplier, sampleRate: 1, steps: max(1, releases),
-                                                         delta: configuration.privacy.delta).epsilon
+                epsilons[id] = try ActivationNoise.epsilon(noiseMultiplier: noise.noiseMultiplier, batches: stepsPerClient,
+                                                           batchSize: configuration.data.batchSize,
+                                                           examples: prepared.clientExamples[id]?.count ?? 1,
+                                                           delta: configuration.privacy.delta).epsilon
             }
             activationEpsilon = epsilons
             notes.append("activation noise: each example's activations clipped to \(noise.clip) and N(0, (\(noise.noiseMultiplier)·\(noise.clip))²) added before they leave the client; activation_epsilon is each client's ε at δ = \(configuration.privacy.delta) for the examples released most often (the label-side traffic and the adapters are not covered)")

@@ -1,6 +1,7 @@
 import Foundation
 import SiloCompression
 import SiloModels
+import SiloPrivacy
 import SiloTensor
 
 // B batch, T time, C hidden size.
@@ -113,7 +114,10 @@ public final class SplitClient: SplitClientEndpoint {
     public let codec: (any TensorCodec)?
     /// Per example of the step in flight, the clipping factor applied to its activations.
     private var activationScales: [Float] = []
-    private var releases = 0
+    /// Batches whose activations this client released with ``activationNoise`` (restored from checkpoints).
+    public private(set) var releases = 0
+    /// The training examples this client's batches are drawn from (for its privacy report), when known.
+    public var exampleCount: Int?
     /// Examples trained on since the last aggregation (the FedAvg weight).
     public private(set) var examplesSinceAggregation = 0
 
@@ -424,6 +428,19 @@ public struct ActivationNoise: Sendable {
         self.noiseMultiplier = noiseMultiplier
         self.clip = clip
         self.key = key
+    }
+
+    /// The privacy of the activations of one data owner: `batches` batches of `batchSize` rows drawn
+    /// from `examples` examples without repetition within an epoch release each example's activations
+    /// at most ⌈batches·B / n⌉ times, and ε at δ composes the Gaussian mechanism of noise multiplier z
+    /// that many times (RDP accountant, sampling rate 1). Covers the activations only: the label-side
+    /// traffic and the adapters are not protected by this noise.
+    public static func epsilon(noiseMultiplier: Double, batches: Int, batchSize: Int, examples: Int,
+                               delta: Double) throws -> (epsilon: Double, releases: Int) {
+        let examples = max(1, examples)
+        let releases = max(1, (batches * batchSize + examples - 1) / examples)
+        let epsilon = try RDPAccountant.epsilon(noiseMultiplier: noiseMultiplier, sampleRate: 1, steps: releases, delta: delta).epsilon
+        return (epsilon, releases)
     }
 
     /// The released tensor and each example's clipping factor.

@@ -59,8 +59,21 @@ public enum SplitDeployment {
         let plan = try SplitPlan(layerCount: prepared.layerCount, inputBlocks: configuration.split.k, outputBlocks: configuration.split.j,
                                  allowingUnsafeCut: configuration.split.allowUnsafeCut)
         let batches = Simulation.trainingBatches(prepared, configuration: configuration)[clientID] ?? []
-        return try Simulation.makeClient(clientID, batches: batches, plan: plan, modelURL: prepared.modelURL,
-                                         configuration: configuration, timer: timer)
+        let client = try Simulation.makeClient(clientID, batches: batches, plan: plan, modelURL: prepared.modelURL,
+                                               configuration: configuration, timer: timer)
+        client.exampleCount = prepared.clientExamples[clientID]?.count
+        return client
+    }
+
+    /// What a data owner's activations cost in privacy so far (nil without `split.activation_noise`):
+    /// one line for its log, from the batches it actually released.
+    public static func activationPrivacyReport(_ client: SplitClient, configuration: SimulationConfiguration) throws -> String? {
+        guard let noise = configuration.split.activationNoise, let examples = client.exampleCount else { return nil }
+        let delta = configuration.privacy.delta
+        let (epsilon, releases) = try ActivationNoise.epsilon(noiseMultiplier: noise.noiseMultiplier, batches: client.releases,
+                                                              batchSize: configuration.data.batchSize, examples: examples, delta: delta)
+        return String(format: "activation noise (z = %g, clip %g): ε = %.3f at δ = %g for this client's examples released most often (%d times, %d batches of %d from %d examples); the label-side traffic and the adapters are not covered",
+                      noise.noiseMultiplier, noise.clip, epsilon, delta, releases, client.releases, configuration.data.batchSize, examples)
     }
 
     /// The server's `results.json` of a networked run: the same keys as `silo simulate` writes. The

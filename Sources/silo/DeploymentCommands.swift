@@ -362,6 +362,7 @@ struct ClientCommand: AsyncParsableCommand {
         settings.reconnectTimeout = reconnectTimeout
         settings.heartbeat = max(1, heartbeat)
         let checkpoints = URL(fileURLWithPath: checkpointDir ?? "silo-checkpoints/\(name)", isDirectory: true)
+        let party = PartyBox()
         do {
             let outcome = try await NetworkSplitClient.run(host: host, port: port, security: security, name: name, settings: settings, log: log) { json in
                 let configuration = try ConfigurationJSON.decode(json)
@@ -372,7 +373,15 @@ struct ClientCommand: AsyncParsableCommand {
                     if case .message(let text) = event { log(text) }
                 })
                 client.checkpointDirectory = checkpoints
+                party.set(client, configuration)
                 return client
+            }
+            if let (client, configuration) = party.get() {
+                do {
+                    if let report = try SplitDeployment.activationPrivacyReport(client, configuration: configuration) { log(report) }
+                } catch {
+                    log("activation noise: ε not computed: \(error)")
+                }
             }
             guard outcome.completed else {
                 standardError("error: \(name): \(outcome.reason)")
@@ -388,5 +397,21 @@ struct ClientCommand: AsyncParsableCommand {
             standardError("error: \(name): \("\(error)".replacingOccurrences(of: "\n", with: " "))")
             throw ExitCode(1)
         }
+    }
+}
+
+/// The client a `silo client` run made (inside the transport's task), for its privacy report.
+private final class PartyBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: (SplitClient, SimulationConfiguration)?
+
+    func set(_ client: SplitClient, _ configuration: SimulationConfiguration) {
+        lock.lock(); defer { lock.unlock() }
+        value = (client, configuration)
+    }
+
+    func get() -> (SplitClient, SimulationConfiguration)? {
+        lock.lock(); defer { lock.unlock() }
+        return value
     }
 }
