@@ -88,6 +88,7 @@ final class DeploymentCommandTests: XCTestCase {
         split:
           rounds: 2
           local_steps: 1
+          activation_noise: {noise_multiplier: 4, clip: 50}
         evaluation:
           examples: 0
         centralized: false
@@ -118,6 +119,14 @@ final class DeploymentCommandTests: XCTestCase {
         let expected = try losses("simulated")
         XCTAssertEqual(expected.count, 2)
         XCTAssertEqual(try losses("networked"), expected)
+        // Each data owner logs the ε its noised activations cost, the value `silo simulate` reports.
+        let data = try Data(contentsOf: folder.appendingPathComponent("simulated/results.json"))
+        let epsilons = try XCTUnwrap((try JSONSerialization.jsonObject(with: data) as? [String: Any])?["activation_epsilon"] as? [String: Double])
+        for index in 1...3 {
+            let clientLog = try String(contentsOf: folder.appendingPathComponent("client-\(index).log"), encoding: .utf8)
+            let epsilon = try XCTUnwrap(epsilons["client-\(index)"])
+            XCTAssertTrue(clientLog.contains(String(format: "ε = %.3f at δ = 1e-05", epsilon)), "ε \(epsilon) not in:\n\(clientLog)")
+        }
     }
 
     private func slowTestsEnabled() throws {
