@@ -23,6 +23,18 @@ extension LogProbabilityModel {
     public func makeCache(capacity: Int) -> KVCache? { nil }
 }
 
+/// `inner` without its KV cache: ``Evaluator/greedy(_:model:maxNewTokens:stop:)`` recomputes the whole
+/// sequence for every token (the reference the cached decoding is checked and timed against).
+public struct RecomputingScorer: LogProbabilityModel {
+    public let inner: any LogProbabilityModel
+
+    public init(_ inner: any LogProbabilityModel) { self.inner = inner }
+
+    public func logProbabilities(ids: [Int32], batch: Int, time: Int, at positions: [Int32]) throws -> Tensor {
+        try inner.logProbabilities(ids: ids, batch: batch, time: time, at: positions)
+    }
+}
+
 /// The whole model in one process.
 public struct CentralizedScorer: LogProbabilityModel {
     public let part: ModelPart
@@ -171,27 +183,21 @@ public enum Evaluator {
                               stop: Set<Int32>) throws -> [[Int32]] {
         var outputs: [[Int32]] = []
         for prompt in prompts {
-            if maxNewTokens > 0, !prompt.isEmpty, let cache = model.makeCache(capacity: prompt.count + maxNewTokens) {
-                var generated: [Int32] = []
-                var (input, offset) = (prompt, 0)
-                while generated.count < maxNewTokens {
-                    guard let row = try model.nextLogProbabilities(ids: input, cache: cache, offset: offset) else {
+            let cache = maxNewTokens > 0 && !prompt.isEmpty ? model.makeCache(capacity: prompt.count + maxNewTokens) : nil
+            var sequence = prompt
+            var cached = 0  // tokens of `sequence` already in the cache
+            var generated: [Int32] = []
+            while generated.count < maxNewTokens {
+                let row: [Float]
+                if let cache {
+                    guard let next = try model.nextLogProbabilities(ids: Array(sequence[cached...]), cache: cache, offset: cached) else {
                         throw ProtocolError("greedy decoding: the model made a KV cache but cannot decode with it")
                     }
-                    let next = argmax(row.toArray())
-                    if stop.contains(next) { break }
-                    generated.append(next)
-                    offset += input.count
-                    input = [next]
+                    cached = sequence.count
+                    row = next.toArray()
+                } else {
+                    row = try model.logProbabilities(ids: sequence, batch: 1, time: sequence.count, at: [Int32(sequence.count - 1)]).toArray()
                 }
-                outputs.append(generated)
-                continue
-            }
-            var sequence = prompt
-            var generated: [Int32] = []
-            for _ in 0..<maxNewTokens {
-                let row = try model.logProbabilities(ids: sequence, batch: 1, time: sequence.count,
-                                                     at: [Int32(sequence.count - 1)]).toArray()
                 let next = argmax(row)
                 if stop.contains(next) { break }
                 generated.append(next)

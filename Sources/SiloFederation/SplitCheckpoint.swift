@@ -82,6 +82,17 @@ public enum SplitCheckpoint {
     }
 }
 
+extension ModelPart {
+    /// The trainables (`values`, flattened) and the optimizer state (`optimizer/…`) of a party: what
+    /// checkpoints store and what a rejoining client takes.
+    func trainableState(optimizer: (any Optimizer)?) -> [String: Tensor] {
+        var tensors: [String: Tensor] = [:]
+        if trainableCount > 0 { tensors["values"] = flattenedValues() }
+        tensors.insert(optimizer?.state() ?? [:], under: "optimizer/")
+        return tensors
+    }
+}
+
 extension SafeTensorsFile {
     /// The tensors whose names start with `prefix`, keyed by the rest of the name (a checkpoint's
     /// optimizer state under `optimizer/`, a replica's under `replica/ID/optimizer/`).

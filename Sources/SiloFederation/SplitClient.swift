@@ -319,12 +319,7 @@ extension SplitClient {
     /// What a rejoining client takes from one still in the run: the trainables (`values`) and the
     /// optimizer state (`optimizer/…`). Not the data position, the dropout or noise counters: those
     /// are this client's own.
-    func synchronizationState() -> [String: Tensor] {
-        var tensors: [String: Tensor] = [:]
-        if part.trainableCount > 0 { tensors["values"] = part.flattenedValues() }
-        tensors.insert(optimizer?.state() ?? [:], under: "optimizer/")
-        return tensors
-    }
+    func synchronizationState() -> [String: Tensor] { part.trainableState(optimizer: optimizer) }
 
     /// Takes the trainables and optimizer state of another client (``synchronizationState()``).
     /// - Throws: ``ProtocolError`` when a tensor is unknown or does not fit this client's model or

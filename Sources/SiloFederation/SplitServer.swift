@@ -175,9 +175,7 @@ public final class SplitServer {
     /// example count.
     public func checkpointState() -> (tensors: [String: Tensor], replicaExamples: [String: Int]) {
         if let active = activeReplica { saveReplica(active) }
-        var tensors: [String: Tensor] = [:]
-        if part.trainableCount > 0 { tensors["values"] = part.flattenedValues() }
-        tensors.insert(optimizer?.state() ?? [:], under: "optimizer/")
+        var tensors = part.trainableState(optimizer: optimizer)
         var examples: [String: Int] = [:]
         for (id, replica) in replicas {
             tensors["replica/\(id)/values"] = replica.values

@@ -211,6 +211,10 @@ struct ByteReader {
 
     mutating func readUInt8() throws -> UInt8 { try read(count: 1)[0] }
 
+    mutating func readUInt16() throws -> UInt16 {
+        try read(count: 2).reversed().reduce(UInt16(0)) { $0 << 8 | UInt16($1) }
+    }
+
     mutating func readUInt32() throws -> UInt32 {
         try read(count: 4).reversed().reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
     }
@@ -236,8 +240,8 @@ public enum WireTensorBundle {
     public static func encode(_ tensors: [String: Tensor]) -> [UInt8] {
         var bytes = magic
         withUnsafeBytes(of: UInt32(tensors.count).littleEndian) { bytes += $0 }
-        for name in tensors.keys.sorted() {
-            let entry = WireTensor(tensor: tensors[name]!).encoded()
+        for (name, tensor) in tensors.sorted(by: { $0.key < $1.key }) {
+            let entry = WireTensor(tensor: tensor).encoded()
             let utf8 = Array(name.utf8)
             withUnsafeBytes(of: UInt16(utf8.count).littleEndian) { bytes += $0 }
             bytes += utf8
@@ -252,14 +256,14 @@ public enum WireTensorBundle {
     ///   that is empty, not UTF-8 or repeated, or an entry that is not a valid tensor (with its name).
     public static func decode(_ bytes: [UInt8], what: String) throws -> [String: Tensor] {
         var reader = ByteReader(bytes: bytes, what: what)
-        guard bytes.count >= 4, try reader.read(count: 4) == magic else {
+        guard try reader.read(count: 4) == magic else {
             throw ProtocolError("\(what): not a Silo tensor bundle (bad magic)")
         }
         let count = Int(try reader.readUInt32())
         guard count <= maximumCount else { throw ProtocolError("\(what): \(count) tensors (at most \(maximumCount))") }
         var tensors: [String: Tensor] = [:]
         for index in 0..<count {
-            let nameBytes = try reader.read(count: Int(try reader.read(count: 2).reversed().reduce(UInt16(0)) { $0 << 8 | UInt16($1) }))
+            let nameBytes = try reader.read(count: Int(try reader.readUInt16()))
             guard !nameBytes.isEmpty, let name = String(validating: nameBytes, as: UTF8.self) else {
                 throw ProtocolError("\(what): tensor \(index) has an empty or malformed name")
             }

@@ -305,14 +305,6 @@ struct GreedyBench: ParsableCommand {
     @Option(help: "New tokens at most (evaluation.max_new_tokens).") var maxNewTokens = 32
     @Flag(help: "Print one JSON object.") var json = false
 
-    /// The same scorer without its cache.
-    struct Recomputing: LogProbabilityModel {
-        let inner: any LogProbabilityModel
-        func logProbabilities(ids: [Int32], batch: Int, time: Int, at positions: [Int32]) throws -> Tensor {
-            try inner.logProbabilities(ids: ids, batch: batch, time: time, at: positions)
-        }
-    }
-
     func run() throws {
         guard let name = TaskName(rawValue: task), !name.template.isClassification else {
             throw ValidationError("--task \(task): not a generation task (xsum or fiqa)")
@@ -330,7 +322,7 @@ struct GreedyBench: ParsableCommand {
             return (Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9, outputs)
         }
         let cached = try timed(scorer)
-        let recomputed = try timed(Recomputing(inner: scorer))
+        let recomputed = try timed(RecomputingScorer(scorer))
         let tokens = cached.outputs.reduce(0) { $0 + $1.count }
         let same = cached.outputs == recomputed.outputs
         let promptTokens = prompts.reduce(0) { $0 + $1.count }

@@ -8,14 +8,6 @@ import SiloTensor
 /// alone) gives exactly the tokens of recomputing the whole sequence per token, for the whole model
 /// and across the split (client input blocks, server blocks, client output blocks) with LoRA on.
 final class GreedyDecodingTests: XCTestCase {
-    /// The same model without its cache: ``Evaluator/greedy(_:model:maxNewTokens:stop:)`` recomputes.
-    struct Uncached: LogProbabilityModel {
-        let inner: any LogProbabilityModel
-        func logProbabilities(ids: [Int32], batch: Int, time: Int, at positions: [Int32]) throws -> Tensor {
-            try inner.logProbabilities(ids: ids, batch: batch, time: time, at: positions)
-        }
-    }
-
     static let prompts: [[Int32]] = {
         var generator = SeededGenerator(seed: 17)
         return [1, 5, 9, 14].map { length in (0..<length).map { _ in Int32.random(in: 1..<40, using: &generator) } }
@@ -37,7 +29,7 @@ final class GreedyDecodingTests: XCTestCase {
         XCTAssertNotNil(model.makeCache(capacity: 8), line: line)
         for stop in [Set<Int32>(), [7, 21]] {
             let cached = try Evaluator.greedy(Self.prompts, model: model, maxNewTokens: 12, stop: stop)
-            let recomputed = try Evaluator.greedy(Self.prompts, model: Uncached(inner: model), maxNewTokens: 12, stop: stop)
+            let recomputed = try Evaluator.greedy(Self.prompts, model: RecomputingScorer(model), maxNewTokens: 12, stop: stop)
             XCTAssertEqual(cached, recomputed, "stop \(stop)", line: line)
             XCTAssertTrue(cached.allSatisfy { $0.allSatisfy { !stop.contains($0) } }, line: line)
             if stop.isEmpty { XCTAssertEqual(cached.map(\.count), [12, 12, 12, 12], line: line) }
